@@ -1,0 +1,146 @@
+"""What every method is to the trainer, and the registry that names them (timm-style).
+
+A method = a model + its losses + its stages. The trainer owns the loop, logging, checkpoints
+and model selection; a method only says which stages it has, what its loss is in each, and how
+it predicts. Adding a method is adding one file with ``@register_method("name")``.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.dataset import Batch
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage.
+
+    Attributes
+    ----------
+    name : str
+    epochs : int
+        0 skips the stage.
+    apply_condition : bool
+        Whether training batches carry the missing-modality condition in this stage. Stages
+        before the first conditioned one depend only on the data and fold, so their result can
+        be shared across conditions.
+    select : bool
+        Whether model selection (validation or the papers' test rule) considers this stage's
+        epochs. Methods select in their final stage.
+    """
+
+    name: str
+    epochs: int
+    apply_condition: bool = True
+    select: bool = True
+
+
+class Method(nn.Module):
+    """Base class of every registered method.
+
+    Subclasses set ``Config`` (a dataclass of hyper-parameters with paper defaults) and
+    implement :meth:`forward`, :meth:`stage_loss` and, for several stages, :meth:`stages`.
+
+    Parameters
+    ----------
+    config : Config dataclass
+    dims : dict of str -> int
+        Input dimension per modality, in data-set order.
+    n_outputs : int
+        Number of classes, or 1 for regression.
+    task : {"classification", "regression"}
+    """
+
+    Config: ClassVar[type]
+    stage_names: ClassVar[tuple[str, ...]] = ("train",)
+
+    def __init__(self, config, dims: dict[str, int], n_outputs: int, task: str):
+        super().__init__()
+        self.config, self.dims, self.n_outputs, self.task = config, dict(dims), n_outputs, task
+        self.modalities = tuple(dims)
+
+    def stages(self, epochs: list[int]) -> list[Stage]:
+        """Stages with their epoch counts; default: one conditioned stage."""
+        return [Stage(name, e) for name, e in zip(self.stage_names, epochs)]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Predictions (B, S, n_outputs) from what ``batch.available`` allows."""
+        raise NotImplementedError
+
+    def stage_loss(self, batch: Batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar training loss of a batch in a stage, and named parts for the log."""
+        loss = task_loss(self(batch), batch, self.task)
+        return loss, {"task": float(loss.detach())}
+
+    def configure_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """Adam over all parameters (the reference methods' choice)."""
+        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def task_loss(pred: torch.Tensor, batch: Batch, task: str,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked CE (classes) or MSE (regression), mean over valid utterances.
+
+    Parameters
+    ----------
+    pred : Tensor (B, S, C)
+    mask : BoolTensor (B, S), optional
+        Utterances that count; defaults to ``batch.utt_mask``.
+    """
+    mask = batch.utt_mask if mask is None else mask
+    n = mask.sum().clamp(min=1)
+    if task == "classification":
+        per = F.cross_entropy(pred.flatten(0, 1), batch.labels.flatten(), reduction="none")
+    else:
+        per = (pred[..., 0] - batch.labels.float()).pow(2).flatten()
+    return (per * mask.flatten().to(per.dtype)).sum() / n
+
+
+# --- registry --------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register_method(name: str):
+    """Class decorator: ``@register_method("momke")``."""
+    def wrap(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method name {name!r} is already registered")
+        cls.method_name = name
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    _import_all()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_method_class(name: str) -> type[Method]:
+    _import_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, dims: dict[str, int], n_outputs: int, task: str,
+                  **overrides: Any) -> Method:
+    """Build a registered method from its default config with keyword overrides."""
+    cls = get_method_class(name)
+    known = {f.name for f in fields(cls.Config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"{name}: unknown config field(s) {unknown}; fields: {sorted(known)}")
+    return cls(cls.Config(**overrides), dims, n_outputs, task)
+
+
+def _import_all() -> None:
+    # Importing the package registers every method file (one file per method).
+    from .. import models  # noqa: F401

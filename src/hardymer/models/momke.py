@@ -1,0 +1,181 @@
+"""MoMKE — modality knowledge experts (Xu, Jiang, Liang, ACM MM 2024; code ``wxxv/MoMKE``).
+
+One expert per modality (a 4-layer attention stack over the utterances of a sequence), trained
+first on its own modality (stage 1, ``unimodal``); then every *available* modality goes through
+*all* experts and a per-utterance soft router mixes their outputs (stage 2, ``mixing``), under
+the missing-modality condition. Fusion concatenates the per-modality results (zero where the
+modality is missing) and adds a ReLU residual before the classifier.
+
+Shapes: B sequences of S utterances, D = ``hidden``, M modalities (the paper: a, t, v).
+
+Faithful to the reference in: no LayerNorm, no positional encoding, no attention output
+projection, ``x <- x + (attn(x) + MLP(attn(x)))`` per layer, router MLP with dropout on its
+logits, one Adam optimizer for both stages. Ours, and named as such: ``prenorm`` (off by
+default); the stage-1 loss skips utterances whose modality the *data* lacks (the reference
+cannot have such utterances); the three paper ablations as switches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.dataset import Batch
+from .attention import MaskedSelfAttention
+from .base import Method, Stage, register_method, task_loss
+
+
+@dataclass
+class MoMKEConfig:
+    """Hyper-parameters; defaults are the reference's IEMOCAP values."""
+
+    hidden: int = 256            # D_e
+    depth: int = 4               # layers per expert
+    heads: int = 2
+    dropout: float = 0.5         # input, MLP, router and fusion dropout
+    attn_dropout: float = 0.0
+    attention: str = "sdpa"      # "sdpa" or "loop" (reference formula, per-head loop)
+    unimodal_stage: bool = True  # ablation "without unimodal expert training": False
+    mixing: bool = True          # ablation "without experts mixing training": False
+    router: bool = True          # ablation "without router" (equal weights): False
+    prenorm: bool = False        # ours, not the paper's: LayerNorm before attention and MLP
+
+
+class Mlp(nn.Sequential):
+    """Linear -> GELU -> Dropout -> Linear -> Dropout (the reference's ``Mlp``)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float):
+        super().__init__(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(d_hidden, d_out), nn.Dropout(dropout))
+
+
+class ExpertLayer(nn.Module):
+    """``out = attn(x); out = out + MLP(out)``; the expert adds it to x."""
+
+    def __init__(self, cfg: MoMKEConfig):
+        super().__init__()
+        self.attn = MaskedSelfAttention(cfg.hidden, cfg.heads, cfg.attn_dropout, cfg.attention)
+        self.mlp = Mlp(cfg.hidden, cfg.hidden, cfg.hidden, cfg.dropout)
+        self.norm1 = nn.LayerNorm(cfg.hidden) if cfg.prenorm else nn.Identity()
+        self.norm2 = nn.LayerNorm(cfg.hidden) if cfg.prenorm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        out = self.attn(self.norm1(x), key_mask)
+        return out + self.mlp(self.norm2(out))
+
+
+class Expert(nn.Module):
+    """A stack of residual expert layers. (B, S, D) -> (B, S, D)."""
+
+    def __init__(self, cfg: MoMKEConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(ExpertLayer(cfg) for _ in range(cfg.depth))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + layer(x, key_mask)
+        return x
+
+
+@register_method("momke")
+class MoMKE(Method):
+    """Modality knowledge experts with a soft router.
+
+    Examples
+    --------
+    >>> from hardymer.models import create_method
+    >>> m = create_method("momke", dims={"a": 8, "t": 8, "v": 8}, n_outputs=4,
+    ...                   task="classification", hidden=16, depth=1)
+    >>> [s.name for s in m.stages([2, 3])]
+    ['unimodal', 'mixing']
+    """
+
+    Config = MoMKEConfig
+    stage_names = ("unimodal", "mixing")
+
+    def __init__(self, config: MoMKEConfig, dims, n_outputs, task):
+        super().__init__(config, dims, n_outputs, task)
+        D, M = config.hidden, len(self.modalities)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, D) for m, d in dims.items()})
+        self.drop = nn.Dropout(config.dropout)
+        self.experts = nn.ModuleDict({m: Expert(config) for m in self.modalities})
+        self.routers = nn.ModuleDict({m: Mlp(D, D, M, config.dropout) for m in self.modalities})
+        self.unimodal_heads = nn.ModuleDict({m: nn.Linear(D, n_outputs) for m in self.modalities})
+        self.fuse = nn.Linear(M * D, M * D)
+        self.head = nn.Linear(M * D, n_outputs)
+
+    def stages(self, epochs: list[int]) -> list[Stage]:
+        e1, e2 = epochs
+        return [Stage("unimodal", e1 if self.config.unimodal_stage else 0,
+                      apply_condition=False, select=False),
+                Stage("mixing", e2)]
+
+    # --- pieces -------------------------------------------------------------------------------
+    def _project(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """p_m = Dropout(Linear(x_m)) with unavailable inputs zeroed first. (B, S, D) each."""
+        out = {}
+        for i, m in enumerate(self.modalities):
+            x = batch.x[m] * batch.available[..., i, None].to(batch.x[m].dtype)
+            out[m] = self.drop(self.proj[m](x))
+        return out
+
+    def _through_experts(self, p: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                         expert_names) -> dict[str, torch.Tensor]:
+        """Every modality through each named expert, modalities stacked on the batch axis.
+
+        Returns name -> (M, B, S, D): expert ``e``'s output for every input modality.
+        """
+        x = torch.stack([p[m] for m in self.modalities])          # (M, B, S, D)
+        km = torch.stack([masks[m] for m in self.modalities])     # (M, B, S)
+        M, B, S, D = x.shape
+        return {e: self.experts[e](x.reshape(M * B, S, D), km.reshape(M * B, S)).view(M, B, S, D)
+                for e in expert_names}
+
+    def mixed_representations(self, batch: Batch) -> torch.Tensor:
+        """Stage-2 per-modality representations r_m, zero where m is unavailable.
+
+        Returns
+        -------
+        Tensor (B, S, M, D)
+        """
+        p = self._project(batch)
+        masks = {m: batch.available[..., i] for i, m in enumerate(self.modalities)}
+        if self.config.mixing:
+            outs = self._through_experts(p, masks, self.modalities)        # e -> (M, B, S, D)
+            R = torch.stack([outs[e] for e in self.modalities], dim=3)    # (M, B, S, E, D)
+            if self.config.router:
+                w = torch.stack([self.routers[m](p[m]) for m in self.modalities]).softmax(-1)
+            else:
+                w = torch.full(R.shape[:-1], 1.0 / len(self.modalities), device=R.device)
+            r = (w[..., None] * R).sum(dim=3)                             # (M, B, S, D)
+        else:  # ablation: each modality only through its own expert
+            r = torch.stack([self.experts[m](p[m], masks[m]) for m in self.modalities])
+        r = r.permute(1, 2, 0, 3)                                         # (B, S, M, D)
+        return r * batch.available[..., None].to(r.dtype)
+
+    def fuse_head(self, r: torch.Tensor) -> torch.Tensor:
+        """(B, S, M, D) -> logits (B, S, C): ``h = z + Dropout(ReLU(Linear(z)))``."""
+        z = r.flatten(2)                                                  # (B, S, M*D)
+        return self.head(z + self.drop(torch.relu(self.fuse(z))))
+
+    # --- Method API ---------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.fuse_head(self.mixed_representations(batch))
+
+    def unimodal_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Stage 1: each modality through its own expert and head. name -> (B, S, C)."""
+        p = self._project(batch)
+        out = {}
+        for i, m in enumerate(self.modalities):
+            out[m] = self.unimodal_heads[m](self.experts[m](p[m], batch.available[..., i]))
+        return out
+
+    def stage_loss(self, batch: Batch, stage: Stage):
+        if stage.name == "unimodal":
+            parts = {m: task_loss(logits, batch, self.task, mask=batch.available[..., i])
+                     for i, (m, logits) in enumerate(self.unimodal_logits(batch).items())}
+            loss = sum(parts.values())  # L_a + L_t + L_v, one step (gradients add up)
+            return loss, {f"loss_{m}": float(v.detach()) for m, v in parts.items()}
+        loss = task_loss(self(batch), batch, self.task)
+        return loss, {"task": float(loss.detach())}

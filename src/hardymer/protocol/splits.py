@@ -1,0 +1,107 @@
+"""Train / validation / test folds over sequences.
+
+* IEMOCAP-style data (a ``session`` column): leave-one-session-out; fold *i* tests session
+  ``sessions[i]``. The papers use no validation set; we carve ``val_fraction`` of the training
+  sequences out, fixed by seed.
+* Data with a ``split`` column (CMU-MOSI/MOSEI, users' data): one fold from that column;
+  ``val`` rows are the validation part (carved from train when the column has none).
+* Anything else: stratified k-fold by sequence (label of the sequence = its majority class).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, KFold
+
+from ..data.dataset import MERDataset
+from ..data.validate import DataError
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Sequence indices (into ``dataset.sequences``) of one fold."""
+
+    index: int
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def make_folds(dataset: MERDataset, n_folds: int = 5, val_fraction: float = 0.1,
+               seed: int = 0, scheme: str = "auto") -> list[Fold]:
+    """All folds of a data set.
+
+    Parameters
+    ----------
+    scheme : {"auto", "session", "split", "kfold"}
+        ``auto`` picks ``session`` when a session column exists, else ``split`` when the split
+        column is filled, else ``kfold``.
+    """
+    if scheme == "auto":
+        if "session" in dataset.utterances and dataset.utterances["session"].notna().all():
+            scheme = "session"
+        elif dataset.utterances["split"].fillna("").astype(str).str.len().gt(0).all():
+            scheme = "split"
+        else:
+            scheme = "kfold"
+    n_seq = len(dataset.sequences)
+    rng = np.random.default_rng([seed, 0xF01D])
+    if scheme == "session":
+        sess = dataset.sequence_column("session").astype(str)
+        folds = []
+        for i, s in enumerate(sorted(set(sess), key=_natural)):
+            test = np.nonzero(sess == s)[0]
+            train, val = _carve(np.nonzero(sess != s)[0], val_fraction, rng)
+            folds.append(Fold(i, f"session {s}", train, val, test))
+        return folds
+    if scheme == "split":
+        split = dataset.sequence_column("split").astype(str)
+        allowed = {"train", "val", "valid", "test"}
+        odd = sorted(set(split) - allowed)
+        if odd:
+            raise DataError(f"unknown split value(s) {odd}; expected train, val or test",
+                            field="split")
+        train = np.nonzero(split == "train")[0]
+        val = np.nonzero((split == "val") | (split == "valid"))[0]
+        test = np.nonzero(split == "test")[0]
+        if len(val) == 0:
+            train, val = _carve(train, val_fraction, rng)
+        if len(train) == 0 or len(test) == 0:
+            raise DataError("the split column needs at least one train and one test sequence",
+                            field="split")
+        return [Fold(0, "official split", train, val, test)]
+    if scheme != "kfold":
+        raise ValueError(f"unknown fold scheme {scheme!r}; expected auto, session, split or kfold")
+    if n_seq < n_folds:
+        raise DataError(f"{n_seq} sequences cannot make {n_folds} folds", field="sequence_id")
+    folds = []
+    if dataset.task == "classification":
+        strata = np.array([np.bincount(dataset.labels[s]).argmax() for s in dataset.sequences])
+        counts = np.bincount(strata)
+        if counts[counts > 0].min() >= n_folds:
+            splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+            parts = splitter.split(np.zeros(n_seq), strata)
+        else:  # some class too rare to stratify
+            parts = KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n_seq))
+    else:
+        parts = KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n_seq))
+    for i, (tr, te) in enumerate(parts):
+        train, val = _carve(tr, val_fraction, rng)
+        folds.append(Fold(i, f"fold {i + 1}/{n_folds}", train, val, np.sort(te)))
+    return folds
+
+
+def _carve(train: np.ndarray, fraction: float, rng: np.random.Generator):
+    """Move a seeded ``fraction`` of training sequences (at least one) to validation."""
+    if len(train) < 2:
+        raise DataError("too few training sequences to carve a validation part",
+                        field="sequence_id")
+    n_val = max(1, int(round(fraction * len(train))))
+    perm = rng.permutation(train)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _natural(s: str):
+    return (0, int(s)) if s.isdigit() else (1, s)

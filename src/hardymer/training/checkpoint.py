@@ -1,0 +1,71 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in a JSON sidecar.
+
+``<name>.safetensors`` holds the model (``model.*``), the optimizer's per-parameter state
+(``optim.<i>.<key>``) and the RNG states (``rng.*``); ``<name>.json`` holds counters, the
+optimizer's hyper-parameters and the trainer's bookkeeping. Both are written to a temporary
+file and renamed, JSON last, so a checkpoint is either complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..fileio import atomic_write_json
+
+
+def save_checkpoint(path_stem: Path, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None, state: dict) -> None:
+    """Write ``path_stem.safetensors`` then ``path_stem.json`` (the JSON marks completeness)."""
+    path_stem = Path(path_stem)
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = dict(state)
+    if optimizer is not None:
+        opt = optimizer.state_dict()
+        for pid, st in opt["state"].items():
+            for key, val in st.items():
+                t = val if torch.is_tensor(val) else torch.tensor(val)
+                tensors[f"optim.{pid}.{key}"] = t.detach().cpu().contiguous()
+        meta["optimizer"] = {"param_groups": opt["param_groups"]}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    tmp = path_stem.with_name(f".{path_stem.name}.safetensors.tmp{os.getpid()}")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path_stem.with_suffix(".safetensors"))
+    atomic_write_json(path_stem.with_suffix(".json"), meta)
+
+
+def checkpoint_exists(path_stem: Path) -> bool:
+    p = Path(path_stem)
+    return p.with_suffix(".json").is_file() and p.with_suffix(".safetensors").is_file()
+
+
+def load_checkpoint(path_stem: Path, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    restore_rng: bool = False) -> dict:
+    """Load weights (and optimizer state, RNG) in place; returns the JSON state."""
+    path_stem = Path(path_stem)
+    meta = json.loads(path_stem.with_suffix(".json").read_text())
+    tensors = load_file(str(path_stem.with_suffix(".safetensors")))
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(model_sd)
+    if optimizer is not None and "optimizer" in meta:
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, key = k.split(".", 2)
+                state.setdefault(int(pid), {})[key] = v
+        optimizer.load_state_dict({"state": state,
+                                   "param_groups": meta["optimizer"]["param_groups"]})
+    if restore_rng:
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    return meta

@@ -1,0 +1,161 @@
+"""A run: one method on one data set, over folds × conditions, in one resumable folder.
+
+Layout of a run folder::
+
+    RUN/run.json                      config, data source, conditions, folds, versions
+    RUN/fold<k>/_shared/<stage>/      condition-independent stages (MoMKE's stage 1), trained
+                                      once per fold and reused by every condition
+    RUN/fold<k>/<condition>/          last/best checkpoints, metrics.{jsonl,csv}, result.json
+    RUN/results.{jsonl,csv,md,png}    one record per (fold, condition) and the summary table
+
+Re-running the same command resumes: finished cells are read back, interrupted ones continue
+from their last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.dataset import MERDataset
+from ..models.base import create_method
+from ..protocol.conditions import Condition
+from ..protocol.splits import Fold, make_folds
+from ..fileio import atomic_write_json, atomic_write_text
+from .checkpoint import checkpoint_exists
+from .config import RunConfig
+from .loaders import FoldData
+from .trainer import Trainer
+
+
+def condition_dirname(cond: Condition) -> str:
+    return cond.name.replace(":", "-").replace("+", "_")
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    return {"hardymer": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "sklearn": sklearn.__version__, "python": platform.python_version()}
+
+
+def build_method(cfg: RunConfig, dataset: MERDataset):
+    torch.manual_seed(cfg.train.seed)  # weight init is part of the seeded run
+    return create_method(cfg.method, dims=dataset.dims, n_outputs=dataset.n_classes,
+                         task=dataset.task, **cfg.model)
+
+
+def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition, out: Path | None,
+             progress: bool = True) -> dict:
+    """Train and evaluate one (fold, condition); returns its result record.
+
+    A finished cell (``result.json`` present) is read back, not retrained.
+    """
+    cell = out / f"fold{fold.index}" / condition_dirname(cond) if out is not None else None
+    if cell is not None and (cell / "result.json").is_file():
+        return json.loads((cell / "result.json").read_text())
+    method = build_method(cfg, dataset)
+    data = FoldData(dataset, fold, cond, seed=cfg.train.seed)
+    stages = method.stages(list(cfg.train.epochs))
+    init_from = None
+    # Stages before the first conditioned one do not depend on the condition: train them once
+    # per fold and start every condition from there (same RNG and optimizer state).
+    prefix = []
+    for s in stages:
+        if s.apply_condition or s.select:
+            break
+        prefix.append(s)
+    if out is not None and any(s.epochs for s in prefix):
+        shared = out / f"fold{fold.index}" / "_shared" / "-".join(s.name for s in prefix)
+        if _epochs_done(shared / "last") < sum(s.epochs for s in prefix):
+            # (resumes by itself if an earlier attempt was interrupted)
+            Trainer(cfg.train, shared, progress=progress).fit(method, data, stages=prefix,
+                                                              final_eval=False)
+            method = build_method(cfg, dataset)  # fresh object; weights come from init_from
+        init_from = shared / "last"
+    result = Trainer(cfg.train, cell, progress=progress).fit(method, data, stages,
+                                                              init_from=init_from)
+    record = {
+        "method": cfg.method, "condition": cond.name, "fold": fold.index,
+        "fold_name": fold.name, "seed": cfg.train.seed, "protocol": cfg.train.protocol,
+        "selected_epoch": result.selected_epoch, "seconds": round(result.seconds, 2),
+        **{f"val_{k}": v for k, v in result.val.items()},
+        **{f"test_{k}": v for k, v in result.test.items()},
+        "n_train": int(sum(len(dataset.sequences[i]) for i in fold.train)),
+        "n_test": int(sum(len(dataset.sequences[i]) for i in fold.test)),
+    }
+    if cell is not None:
+        atomic_write_json(cell / "result.json", record)
+    return record
+
+
+def _epochs_done(stem: Path) -> int:
+    return json.loads(stem.with_suffix(".json").read_text())["epoch"] \
+        if checkpoint_exists(stem) else 0
+
+
+def prepare_run_dir(out: Path, cfg: RunConfig, data_source: str, dataset: MERDataset,
+                    conditions: list[Condition], fold_ids: list[int]) -> None:
+    """Create or check ``run.json``; a different config in the same folder is an error."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "run.json"
+    want = {"config": cfg.to_dict(), "data": data_source}
+    if meta_path.is_file():
+        have = json.loads(meta_path.read_text())
+        if {"config": have["config"], "data": have["data"]} != want:
+            raise ValueError(f"{out} holds a run with a different configuration or data; "
+                             "choose another --out (or delete the folder) to start afresh")
+        conds = sorted(set(have["conditions"]) | {c.name for c in conditions})
+        folds = sorted(set(have["folds"]) | set(fold_ids))
+    else:
+        conds, folds = [c.name for c in conditions], fold_ids
+    atomic_write_json(meta_path, {**want, "conditions": conds, "folds": folds,
+                                  "dataset": dataset.summary(), "task": dataset.task,
+                                  "modalities": list(dataset.modalities),
+                                  "versions": versions()})
+
+
+def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
+                   fold_ids: list[int] | None, out: Path | None, data_source: str = "",
+                   progress: bool = True, n_folds: int = 5) -> list[dict]:
+    """Every (fold, condition) cell of a run; returns the result records."""
+    folds = make_folds(dataset, n_folds=n_folds, val_fraction=cfg.train.val_fraction,
+                       seed=cfg.train.split_seed)
+    ids = list(range(len(folds))) if fold_ids is None else fold_ids
+    bad = [k for k in ids if not 0 <= k < len(folds)]
+    if bad:
+        raise ValueError(f"fold {bad[0]} does not exist; this data set has {len(folds)} fold(s) "
+                         f"(0..{len(folds) - 1}): {', '.join(f.name for f in folds)}")
+    if out is not None:
+        prepare_run_dir(out, cfg, data_source, dataset, conditions, ids)
+    records = []
+    for k in ids:
+        for cond in conditions:
+            records.append(run_cell(cfg, dataset, folds[k], cond, out, progress))
+            if out is not None:
+                _write_records(out, records)
+    return records
+
+
+def _write_records(out: Path, records: list[dict]) -> None:
+    # Merge with records already on disk (other conditions run earlier into the same folder).
+    path = out / "results.jsonl"
+    old = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    key = lambda r: (r["fold"], r["condition"])  # noqa: E731
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in records})
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in
+                                    sorted(merged.values(), key=lambda r: (r["fold"],
+                                                                           r["condition"]))))
+
+
+def read_records(out: Path) -> list[dict]:
+    path = Path(out) / "results.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results yet — is {out} a run folder made by "
+                                "`hardymer train`?")
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+

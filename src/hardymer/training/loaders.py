@@ -1,0 +1,65 @@
+"""Loaders of one fold under one missing-modality condition.
+
+Training batches carry the condition only in stages that ask for it (MoMKE's stage 1 sees all
+modalities). Under a random condition the training mask is redrawn every epoch and the
+validation/test masks are fixed draws; all are pure functions of (seed, draw), so a resumed run
+sees exactly the masks an uninterrupted one would.
+
+Samplers are passed in (a ``sampler_factory(dataset, epoch)``), so a distributed run can give a
+``DistributedSampler`` without touching the trainer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Sampler
+
+from ..data.dataset import MERDataset, SequenceDataset
+from ..protocol.conditions import EVAL_DRAW, Condition
+from ..protocol.splits import Fold
+
+SamplerFactory = Callable[[SequenceDataset, int], Sampler]
+
+
+def seeded_random_sampler(seed: int) -> SamplerFactory:
+    """Shuffle sequences with a generator seeded by (seed, epoch): resumable, global-RNG free."""
+    def make(ds: SequenceDataset, epoch: int) -> Sampler:
+        g = torch.Generator()
+        g.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+        return RandomSampler(ds, generator=g)
+    return make
+
+
+@dataclass
+class FoldData:
+    """The data of one fold under one condition."""
+
+    dataset: MERDataset
+    fold: Fold
+    condition: Condition
+    seed: int = 0
+
+    def _mask(self, draw: int) -> np.ndarray:
+        return self.condition.mask(self.dataset.available, self.dataset.modalities,
+                                   seed=self.seed, draw=draw)
+
+    def train_loader(self, epoch: int, conditioned: bool, batch_size: int,
+                     sampler_factory: SamplerFactory | None = None) -> DataLoader:
+        mask = self._mask(draw=epoch) if conditioned else None
+        ds = SequenceDataset(self.dataset, self.fold.train, mask)
+        sampler = (sampler_factory or seeded_random_sampler(self.seed))(ds, epoch)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate)
+
+    def eval_loader(self, split: str, batch_size: int, condition: Condition | None = None
+                    ) -> DataLoader:
+        """Validation or test loader (``split`` in {"val", "test", "train"})."""
+        cond = condition or self.condition
+        mask = cond.mask(self.dataset.available, self.dataset.modalities, seed=self.seed,
+                         draw=EVAL_DRAW.get(split, 1_000_003))
+        seqs = {"train": self.fold.train, "val": self.fold.val, "test": self.fold.test}[split]
+        ds = SequenceDataset(self.dataset, seqs, mask)
+        return DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds),
+                          collate_fn=ds.collate)

@@ -1,0 +1,225 @@
+"""The one training loop every method uses.
+
+The trainer owns epochs, stages, the optimizer step, logging, checkpoints, resumption and
+model selection; a method contributes ``stages()``, ``stage_loss()`` and ``forward()``.
+
+Selection (``TrainConfig.protocol``):
+  ``val``   — keep the epoch with the best validation metric; test is evaluated once, at the end;
+  ``paper`` — keep the epoch with the best *test* metric (the MoMKE / HARDY-MER papers' rule).
+Only epochs of stages with ``select=True`` compete (MoMKE: stage 2).
+
+Files in ``out_dir`` (rank 0 only): ``last.{safetensors,json}`` after every epoch,
+``best.{safetensors,json}`` when selection improves, ``metrics.jsonl`` and ``metrics.csv``
+(one row per epoch). A killed run restarted with the same ``out_dir`` resumes from ``last``
+and ends with the same metrics as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..evaluation.metrics import better, compute_metrics, default_selection_metric
+from ..models.base import Method, Stage
+from ..fileio import atomic_write_text
+from .checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .loaders import FoldData, SamplerFactory
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Predictions:
+    """Per-utterance outputs of one pass over a split.
+
+    ``index`` (N,) global utterance ids; ``labels`` (N,); ``outputs`` (N, C) logits or (N, 1)
+    regression values; ``preds`` (N,) class ids or values.
+    """
+
+    index: np.ndarray
+    labels: np.ndarray
+    outputs: np.ndarray
+    preds: np.ndarray
+
+
+@torch.no_grad()
+def predict(method: Method, loader, device: torch.device) -> Predictions:
+    method.eval()
+    idx, lab, out = [], [], []
+    for batch in loader:
+        batch = batch.to(device)
+        o = method(batch)                       # (B, S, C)
+        m = batch.utt_mask
+        idx.append(batch.index[m].cpu())
+        lab.append(batch.labels[m].cpu())
+        out.append(o[m].float().cpu())
+    index, labels, outputs = (torch.cat(t).numpy() for t in (idx, lab, out))
+    preds = outputs.argmax(-1) if method.task == "classification" else outputs[:, 0]
+    return Predictions(index, labels, outputs, preds)
+
+
+def evaluate(method: Method, loader, device: torch.device) -> dict[str, float]:
+    p = predict(method, loader, device)
+    return compute_metrics(method.task, p.labels, p.preds)
+
+
+@dataclass
+class FitResult:
+    selected_epoch: int | None
+    val: dict[str, float]
+    test: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Train a method on a :class:`FoldData` under a :class:`TrainConfig`.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : Path or None
+        Where checkpoints and logs go; None keeps everything in memory (tests).
+    rank : int
+        Process rank; only rank 0 writes files (ready for torchrun + DDP).
+    sampler_factory : callable, optional
+        ``(dataset, epoch) -> Sampler`` for training batches; default: seeded shuffle.
+    progress : bool
+        Show tqdm progress bars.
+    on_epoch_end : callable, optional
+        Called with the epoch's log row (used by tests to interrupt a run).
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: Path | None = None, rank: int = 0,
+                 sampler_factory: SamplerFactory | None = None, progress: bool = True,
+                 on_epoch_end: Callable[[dict], None] | None = None):
+        self.config, self.rank = config, rank
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.sampler_factory, self.progress = sampler_factory, progress
+        self.on_epoch_end = on_epoch_end
+        self.device = resolve_device(config.device)
+
+    @property
+    def writes(self) -> bool:
+        return self.out_dir is not None and self.rank == 0
+
+    def fit(self, method: Method, data: FoldData, stages: list[Stage] | None = None,
+            init_from: Path | None = None, final_eval: bool = True) -> FitResult:
+        """Run every stage, resuming from ``out_dir/last`` (or ``init_from``) when present.
+
+        ``init_from`` is a checkpoint of an earlier run of the same method and fold whose
+        completed epochs are kept (MoMKE's stage 1 shared across conditions).
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        self._best_in_memory = None
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        method.to(self.device)
+        stages = stages if stages is not None else method.stages(list(cfg.epochs))
+        optimizer = method.configure_optimizer(cfg.lr, cfg.weight_decay)
+        metric = cfg.select_metric or default_selection_metric(method.task)
+        state = {"epoch": 0, "best": None, "best_epoch": None, "history": []}
+
+        last = self.out_dir / "last" if self.out_dir is not None else None
+        source = last if last is not None and checkpoint_exists(last) else init_from
+        if source is not None and checkpoint_exists(source):
+            saved = load_checkpoint(source, method, optimizer, restore_rng=True)
+            state.update({k: saved[k] for k in state})
+            if source != last:  # inherited epochs: selection restarts in this run
+                state["best"], state["best_epoch"] = None, None
+        else:
+            torch.manual_seed(cfg.seed)
+
+        total = sum(s.epochs for s in stages)
+        bar = tqdm(total=total, initial=state["epoch"], disable=not self.progress,
+                   desc=f"{getattr(method, 'method_name', 'train')} [{data.condition.name}]",
+                   unit="epoch", leave=False)
+        epoch = 0
+        for stage in stages:
+            for _ in range(stage.epochs):
+                epoch += 1
+                if epoch <= state["epoch"]:
+                    continue  # done before the restart
+                row = self._run_epoch(method, optimizer, data, stage, epoch, metric, state)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
+                                 if k.startswith(("val_", "test_")) and k.endswith(metric)})
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(row)
+        bar.close()
+        if not final_eval:
+            return FitResult(None, {}, {}, state["history"], time.perf_counter() - t0)
+        return self._finish(method, data, metric, state, time.perf_counter() - t0)
+
+    # --- one epoch ----------------------------------------------------------------------------
+    def _run_epoch(self, method, optimizer, data, stage, epoch, metric, state) -> dict:
+        cfg = self.config
+        method.train()
+        loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
+                                   self.sampler_factory)
+        sums: dict[str, float] = {}
+        n_batches, n_utts, t0 = 0, 0, time.perf_counter()
+        for batch in loader:
+            batch = batch.to(self.device)
+            loss, parts = method.stage_loss(batch, stage)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+            optimizer.step()
+            n_batches += 1
+            n_utts += batch.n_utterances
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        row = {"epoch": epoch, "stage": stage.name,
+               **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
+               "train_seconds": time.perf_counter() - t0,
+               "train_utt_per_s": n_utts / max(time.perf_counter() - t0, 1e-9)}
+        if stage.select:
+            splits = ["val", "test"] if cfg.protocol == "paper" else ["val"]
+            for split in splits:
+                res = evaluate(method, data.eval_loader(split, cfg.eval_batch_size), self.device)
+                row.update({f"{split}_{k}": v for k, v in res.items()})
+            judge = row["test_" + metric] if cfg.protocol == "paper" else row["val_" + metric]
+            if better(metric, judge, state["best"]):
+                state["best"], state["best_epoch"] = judge, epoch
+                if self.writes:
+                    save_checkpoint(self.out_dir / "best", method, None, {"epoch": epoch})
+                else:
+                    self._best_in_memory = {k: v.detach().clone()
+                                            for k, v in method.state_dict().items()}
+        state["epoch"] = epoch
+        state["history"].append(row)
+        if self.writes:
+            save_checkpoint(self.out_dir / "last", method, optimizer, state)
+            # Rewritten whole from the checkpointed history: no duplicate rows after a restart.
+            atomic_write_text(self.out_dir / "metrics.jsonl",
+                              "".join(json.dumps(r) + "\n" for r in state["history"]))
+        return row
+
+    # --- selection and final evaluation -------------------------------------------------------
+    def _finish(self, method, data, metric, state, seconds) -> FitResult:
+        cfg = self.config
+        if state["best_epoch"] is not None:
+            if self.out_dir is not None and checkpoint_exists(self.out_dir / "best"):
+                load_checkpoint(self.out_dir / "best", method)
+            elif self._best_in_memory is not None:
+                method.load_state_dict(self._best_in_memory)
+        val = evaluate(method, data.eval_loader("val", cfg.eval_batch_size), self.device)
+        test = evaluate(method, data.eval_loader("test", cfg.eval_batch_size), self.device)
+        if self.writes:
+            pd.DataFrame(state["history"]).to_csv(self.out_dir / "metrics.csv", index=False)
+        return FitResult(state["best_epoch"], val, test, state["history"], seconds)

@@ -1,0 +1,35 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hardymer.data.dataset import MERDataset
+
+torch.set_num_threads(2)
+
+
+def make_toy(n_seq=30, dims=(6, 10, 6), strength=(1.0, 1.5, 0.5), seed=0, task="classification",
+             sessions=5):
+    """A small labelled data set in code (independent of the generator under test)."""
+    rng = np.random.default_rng(seed)
+    rows, n = [], 0
+    for s in range(n_seq):
+        for p in range(int(rng.integers(3, 10))):
+            rows.append(dict(utterance_id=f"d{s:02d}_u{p:02d}", sequence_id=f"d{s:02d}",
+                             position=p, speaker="FM"[p % 2], split="", session=s % sessions + 1))
+            n += 1
+    df = pd.DataFrame(rows)
+    y = rng.integers(0, 4, n)
+    feats = {}
+    for m, d, w in zip("atv", dims, strength):
+        proto = rng.normal(size=(4, d))
+        feats[m] = (proto[y] * w + rng.normal(size=(n, d))).astype(np.float32)
+    labels = y if task == "classification" else (y.astype(np.float32) - 1.5)
+    return MERDataset("toy", task, ("a", "t", "v"), feats, np.ones((n, 3), bool), labels, df,
+                      class_names=("w", "x", "y", "z") if task == "classification" else None,
+                      meta={"family": "iemocap"})
+
+
+@pytest.fixture
+def toy():
+    return make_toy()
