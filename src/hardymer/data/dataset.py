@@ -98,6 +98,17 @@ class MERDataset:
     def family(self) -> str:
         return str(self.meta.get("family", "generic"))
 
+    @property
+    def speaker_codes(self) -> np.ndarray:
+        """(n_utterances,) speaker id local to each sequence (0, 1, … by first turn); -1 unknown."""
+        if getattr(self, "_speaker_codes", None) is None:
+            speakers = self.utterances["speaker"].fillna("").astype(str).to_numpy()
+            codes = np.full(self.n_utterances, -1, dtype=np.int64)
+            for rows in self._sequences:
+                codes[rows] = _speaker_codes(speakers[rows])
+            self._speaker_codes = codes
+        return self._speaker_codes
+
     def sequence_column(self, column: str) -> np.ndarray:
         """Value of ``column`` for each sequence (taken from its first utterance)."""
         values = self.utterances[column].to_numpy()
@@ -198,10 +209,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.dataset = dataset
         self.sequence_indices = np.asarray(sequence_indices, dtype=np.int64)
         self.availability = availability
-        speakers = dataset.utterances["speaker"].fillna("").astype(str).to_numpy()
-        self._speaker = np.full(dataset.n_utterances, -1, dtype=np.int64)
-        for rows in dataset.sequences:
-            self._speaker[rows] = _speaker_codes(speakers[rows])
 
     def __len__(self) -> int:
         return len(self.sequence_indices)
@@ -216,7 +223,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         return np.concatenate([self.dataset.sequences[s] for s in self.sequence_indices])
 
     def collate(self, rows: list[np.ndarray]) -> Batch:
-        return collate(self.dataset, rows, self.availability, self._speaker)
+        return collate(self.dataset, rows, self.availability, self.dataset.speaker_codes)
 
 
 def collate(dataset: MERDataset, rows: list[np.ndarray], availability: np.ndarray | None = None,
