@@ -242,7 +242,7 @@ def evaluate(
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Run folder."),
     preset: str = typer.Option("demo", help="Synthetic preset to generate."),
-    epochs: int = typer.Option(12, help="Epochs per stage (the papers use 100 + 100; this is "
+    epochs: int = typer.Option(10, help="Epochs per stage (the papers use 100 + 100; this is "
                                "a short demonstration budget)."),
     fold: int = typer.Option(0, help="Fold to run (0 = test on session 1)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
