@@ -20,6 +20,12 @@ DATA_HELP = ("Data: a generic feature folder, a reference-layout root (needs --t
              "or synth:PRESET[@SEED] (e.g. synth:tiny, synth:iemocap4@1).")
 
 
+# HARDY-MER's paper ablations as one-word CLI forms (each is one config switch).
+ABLATIONS = {"no-h-dir": "model.use_h_dir=false", "no-h-ind": "model.use_h_ind=false",
+             "no-h": "model.use_hardness=false", "no-retrieval": "model.retrieval=false",
+             "no-finetune": "model.finetune=false"}
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -146,6 +152,13 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Training seed (default: the preset's)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow reading a reference"
                                       " label pickle (runs code: trusted files only)."),
+    ablation: list[str] = typer.Option([], "--ablation", help="HARDY-MER ablation (repeatable): "
+                                       "no-h-dir, no-h-ind, no-h (fixed k), no-retrieval, "
+                                       "no-finetune."),
+    reference_compat: bool = typer.Option(False, "--reference-compat", help="HARDY-MER: the "
+                                          "reference code's choices (sigmoid fusion, per-batch "
+                                          "min-max, floor(h k)+1 supports, a-v-t merge order, "
+                                          "query labels for supports)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train and evaluate a method over folds × conditions; prints and writes the table.
@@ -160,11 +173,23 @@ def train(
       hardymer train --data data/iemocap4 --method momke --condition all --protocol paper \\
           --out runs/paper
       hardymer train --data synth:demo --condition at --set model.router=false --out runs/r
+      hardymer train --data synth:demo --method hardymer --condition all --fold 0 --out runs/h
+      hardymer train --data synth:demo --method hardymer --ablation no-h-dir --out runs/h1
     """
     from ..training.config import load_run_config
     from ..training.experiment import run_experiment
     ds = _open(data, trust_pickle)
     overrides = list(set_) + [f"train.protocol={protocol}"]
+    for name in ablation:
+        if name not in ABLATIONS:
+            _fail(f"unknown ablation {name!r}; expected one of {', '.join(ABLATIONS)}")
+        if method != "hardymer":
+            _fail("--ablation applies to --method hardymer")
+        overrides.append(ABLATIONS[name])
+    if reference_compat:
+        if method != "hardymer":
+            _fail("--reference-compat applies to --method hardymer")
+        overrides.append("model.reference_compat=true")
     if seed is not None:
         overrides.append(f"train.seed={seed}")
     try:
@@ -239,23 +264,54 @@ def evaluate(
 
 
 @app.command()
+def hardness(
+    run: Path = typer.Argument(..., help="A run folder made by `hardymer train --method "
+                               "hardymer`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the table and plots."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+) -> None:
+    """Which training samples are hard, why, and what was retrieved for them.
+
+    Writes OUT/hardness.csv (per training utterance and condition: h_dir, h_ind, h, k_prime,
+    support ids, distances and labels, plus planted_* ground truth for generated data),
+    OUT/summary.{csv,md} (per condition: mean h and k', label agreement of the supports,
+    Spearman correlations with planted hardness) and plots of the hardness distribution per
+    condition and class, and of hardness vs planted hardness.
+
+    Example: hardymer hardness runs/h --out runs/h/hardness
+    """
+    from ..hardness.inspect import InspectionError, inspect_run
+    try:
+        res = inspect_run(run, out, opener=lambda src: _open(src, trust_pickle))
+    except InspectionError as err:
+        _fail(str(err))
+    typer.echo(res["text"])
+    typer.echo("wrote " + ", ".join(str(p) for p in res["paths"].values()))
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Run folder."),
     preset: str = typer.Option("demo", help="Synthetic preset to generate."),
-    epochs: int = typer.Option(10, help="Epochs per stage (the papers use 100 + 100; this is "
-                               "a short demonstration budget)."),
+    epochs: int = typer.Option(10, help="Epochs per stage (the papers use 100 + 100 for MoMKE "
+                               "and 25 + 25 for HARDY-MER; this is a short demonstration "
+                               "budget)."),
     fold: int = typer.Option(0, help="Fold to run (0 = test on session 1)."),
+    zero_fill: bool = typer.Option(True, help="Also train the zero-fill floor."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """The README's main job: MoMKE vs zero-fill on a generated IEMOCAP-shaped data set.
+    """The README's main job: HARDY-MER vs MoMKE (and the zero-fill floor) on generated data.
 
-    Generates the data (no download), writes it in the generic format under OUT/data, trains
-    MoMKE and the zero-fill floor on one fold under all seven conditions (validation
-    selection), then prints the per-condition WA/UA table and writes CSV, Markdown and a plot.
+    Generates an IEMOCAP-shaped data set with planted hardness (no download), writes it in
+    the generic format under OUT/data, trains each method on one fold under all seven
+    conditions with validation selection, prints the per-condition WA/UA table, writes it as
+    CSV/Markdown with a plot, and writes HARDY-MER's hardness table and plots under
+    OUT/hardness.
     """
     from ..data.generic import write_generic
     from ..data import open_data
     from ..data.synthetic import generate
+    from ..hardness.inspect import inspect_run
     from ..training.config import load_run_config
     from ..training.experiment import run_experiment
     from ..protocol.conditions import all_fixed_conditions
@@ -266,21 +322,29 @@ def quickstart(
     ds = open_data(str(data_dir))
     typer.echo(ds.summary())
     conds = all_fixed_conditions(ds.modalities)
+    common = ["train.lr=1e-3", "train.batch_size=8"]
+    plan = [("momke", [f"train.epochs={[epochs, epochs]}"]),
+            ("hardymer", [f"train.epochs={[epochs, epochs]}",
+                          f"model.teacher_epochs={[epochs, epochs]}"])]
+    if zero_fill:
+        plan.insert(0, ("zero-fill", [f"train.epochs={[2 * epochs]}"]))
     records = []
-    for method, ep in (("zero-fill", [2 * epochs]), ("momke", [epochs, epochs])):
-        cfg = load_run_config(method, ds.family,
-                              [f"train.epochs={ep}", "train.lr=1e-3", "train.batch_size=8"])
-        typer.echo(f"training {method} ({'+'.join(map(str, ep))} epochs, lr 1e-3) on fold "
-                   f"{fold}, conditions {', '.join(c.name for c in conds)}")
+    for method, extra in plan:
+        cfg = load_run_config(method, ds.family, extra + common)
+        typer.echo(f"training {method} ({', '.join(extra)}, lr 1e-3) on fold {fold}, "
+                   f"conditions {', '.join(c.name for c in conds)}")
         records += run_experiment(cfg, ds, conds, [fold], out / method,
                                   data_source=str(data_dir.resolve()), progress=progress)
     from ..evaluation.report import to_markdown, write_report
     header = (f"Synthetic preset {preset!r} (seed 0), fold {fold}, validation selection, "
               f"{epochs} epochs per stage (lr 1e-3, batch 8: a demonstration budget, not the "
-              "papers' 100 + 100 at lr 1e-4). Cells: test WA/UA/F1 in percent.\n")
+              "papers'). Cells: test WA/UA/F1 in percent.\n")
     wide, paths = write_report(records, ds.task, out, title="hardymer quickstart", header=header)
     typer.echo("\n" + header + to_markdown(wide))
-    typer.echo(f"table: {paths['md']}, {paths['csv']}; plot: {paths['png']}; "
+    hard = inspect_run(out / "hardymer", out / "hardness", opener=lambda src: ds)
+    typer.echo("HARDY-MER hardness per condition:\n" + hard["text"])
+    typer.echo(f"table: {paths['md']}, {paths['csv']}; plot: {paths['png']}; hardness: "
+               f"{', '.join(str(p) for p in hard['paths'].values())}; "
                f"{time.perf_counter() - t0:.0f} s")
 
 

@@ -79,11 +79,12 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
             if not checkpoint_exists(stem):
                 raise EvaluationError(f"{stem}.safetensors missing: fold {k} under {src} has "
                                       "not finished (re-run the train command to resume)")
-            method = build_method(cfg, dataset)
+            fold_ds = _test_time_data(cfg, dataset, folds[k], run)
+            method = build_method(cfg, fold_ds)
             load_checkpoint(stem, method)
             method.to(device)
             cond = eval_cond or src_cond
-            data = FoldData(dataset, folds[k], cond, seed=cfg.train.seed)
+            data = FoldData(fold_ds, folds[k], cond, seed=cfg.train.seed)
             metrics = evaluate(method, data.eval_loader(split, cfg.train.eval_batch_size), device)
             per_fold.append({"fold": k, "trained_on": src, "condition": cond.name,
                              "metrics": metrics})
@@ -92,3 +93,14 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
     out.update({"metrics": names, "split": split, "protocol": cfg.train.protocol,
                 "method": cfg.method, "per_fold": per_fold})
     return out
+
+
+def _test_time_data(cfg: RunConfig, dataset, fold, run: Path):
+    """The data the fold's models read at test time (HARDY-MER: its fine-tuned features)."""
+    from ..models.base import get_method_class
+    cls = get_method_class(cfg.method)
+    workdir = run / f"fold{fold.index}" / "_shared" / cfg.method
+    try:
+        return cls.test_time_dataset(cls.Config(**cfg.model), dataset, workdir)
+    except FileNotFoundError as err:
+        raise EvaluationError(str(err)) from err

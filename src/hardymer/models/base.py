@@ -78,6 +78,28 @@ class Method(nn.Module):
         loss = task_loss(self(batch), batch, self.task)
         return loss, {"task": float(loss.detach())}
 
+    # --- hooks for methods that need more than a loss (HARDY-MER); defaults do nothing -------
+    @classmethod
+    def prepare_fold(cls, config, dataset, fold, train_config, workdir, progress: bool = True):
+        """Per-fold, condition-independent preparation before any model of the fold is built.
+
+        Returns ``None`` (nothing to prepare) or an object with a ``dataset`` attribute (the
+        data the fold trains on, e.g. with fine-tuned features) that :meth:`attach` receives.
+        ``workdir`` (a folder, or None in memory) is where such work is cached for reuse.
+        """
+        return None
+
+    @classmethod
+    def test_time_dataset(cls, config, dataset, workdir):
+        """The data a trained model of this fold reads (default: the data set as it is)."""
+        return dataset
+
+    def attach(self, context, data, workdir) -> None:
+        """Receive :meth:`prepare_fold`'s result and the cell's :class:`FoldData`."""
+
+    def on_epoch_start(self, epoch: int, stage: Stage, data) -> None:
+        """Called by the trainer before each training epoch (after a resume too)."""
+
     def configure_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """Adam over all parameters (the reference methods' choice)."""
         return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)

@@ -154,10 +154,14 @@ class MoMKE(Method):
         r = r.permute(1, 2, 0, 3)                                         # (B, S, M, D)
         return r * batch.available[..., None].to(r.dtype)
 
+    def fused(self, r: torch.Tensor) -> torch.Tensor:
+        """(B, S, M, D) -> fused representation (B, S, M*D): ``z + Dropout(ReLU(Linear(z)))``."""
+        z = r.flatten(2)
+        return z + self.drop(torch.relu(self.fuse(z)))
+
     def fuse_head(self, r: torch.Tensor) -> torch.Tensor:
-        """(B, S, M, D) -> logits (B, S, C): ``h = z + Dropout(ReLU(Linear(z)))``."""
-        z = r.flatten(2)                                                  # (B, S, M*D)
-        return self.head(z + self.drop(torch.relu(self.fuse(z))))
+        """(B, S, M, D) -> logits (B, S, C)."""
+        return self.head(self.fused(r))
 
     # --- Method API ---------------------------------------------------------------------------
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from ..data.dataset import MERDataset
-from ..models.base import create_method
+from ..models.base import create_method, get_method_class
 from ..protocol.conditions import Condition
 from ..protocol.splits import Fold, make_folds
 from ..fileio import atomic_write_json, atomic_write_text
@@ -48,15 +48,30 @@ def build_method(cfg: RunConfig, dataset: MERDataset):
                          task=dataset.task, **cfg.model)
 
 
+def prepare_fold(cfg: RunConfig, dataset: MERDataset, fold: Fold, out: Path | None,
+                 progress: bool = True):
+    """The method's per-fold preparation (HARDY-MER: fine-tuning, teacher), cached under
+    ``RUN/fold<k>/_shared/<method>/``; None for methods that need none."""
+    cls = get_method_class(cfg.method)
+    workdir = out / f"fold{fold.index}" / "_shared" / cfg.method if out is not None else None
+    return cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
+                            progress)
+
+
 def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition, out: Path | None,
-             progress: bool = True) -> dict:
+             progress: bool = True, context=None, prepared: bool = False) -> dict:
     """Train and evaluate one (fold, condition); returns its result record.
 
-    A finished cell (``result.json`` present) is read back, not retrained.
+    A finished cell (``result.json`` present) is read back, not retrained. ``context`` is the
+    fold's :func:`prepare_fold` result when the caller already has it (``prepared=True``).
     """
     cell = out / f"fold{fold.index}" / condition_dirname(cond) if out is not None else None
     if cell is not None and (cell / "result.json").is_file():
         return json.loads((cell / "result.json").read_text())
+    if not prepared:
+        context = prepare_fold(cfg, dataset, fold, out, progress)
+    if context is not None:
+        dataset = context.dataset
     method = build_method(cfg, dataset)
     data = FoldData(dataset, fold, cond, seed=cfg.train.seed)
     stages = method.stages(list(cfg.train.epochs))
@@ -76,6 +91,7 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition, o
                                                               final_eval=False)
             method = build_method(cfg, dataset)  # fresh object; weights come from init_from
         init_from = shared / "last"
+    method.attach(context, data, cell)
     result = Trainer(cfg.train, cell, progress=progress).fit(method, data, stages,
                                                               init_from=init_from)
     record = {
@@ -133,8 +149,13 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
         prepare_run_dir(out, cfg, data_source, dataset, conditions, ids)
     records = []
     for k in ids:
+        context, prepared = None, False
         for cond in conditions:
-            records.append(run_cell(cfg, dataset, folds[k], cond, out, progress))
+            cell = out / f"fold{k}" / condition_dirname(cond) if out is not None else None
+            if not prepared and not (cell is not None and (cell / "result.json").is_file()):
+                context, prepared = prepare_fold(cfg, dataset, folds[k], out, progress), True
+            records.append(run_cell(cfg, dataset, folds[k], cond, out, progress, context,
+                                    prepared))
             if out is not None:
                 _write_records(out, records)
     return records

@@ -46,6 +46,10 @@ class FoldData:
         return self.condition.mask(self.dataset.available, self.dataset.modalities,
                                    seed=self.seed, draw=draw)
 
+    def train_mask(self, epoch: int) -> np.ndarray:
+        """(n_utterances, M) bool: availability of every utterance in a conditioned epoch."""
+        return self._mask(draw=epoch)
+
     def train_loader(self, epoch: int, conditioned: bool, batch_size: int,
                      sampler_factory: SamplerFactory | None = None) -> DataLoader:
         mask = self._mask(draw=epoch) if conditioned else None

@@ -168,6 +168,7 @@ class Trainer:
     def _run_epoch(self, method, optimizer, data, stage, epoch, metric, state) -> dict:
         cfg = self.config
         method.train()
+        method.on_epoch_start(epoch, stage, data)
         loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
                                    self.sampler_factory)
         sums: dict[str, float] = {}

@@ -1,0 +1,1 @@
+"""Two-view hardness of HARDY-MER: the teacher, the estimators and the curriculum plans."""
