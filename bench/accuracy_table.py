@@ -33,6 +33,8 @@ VARIANTS = {
     "w/o retrieval": ("hardymer", ["model.retrieval=false"]),
     "w/o fine-tuning": ("hardymer", ["model.finetune=false"]),
     "reference-compat": ("hardymer", ["model.reference_compat=true"]),
+    # ours, not the paper's: cross-fitted fine-tuned features (docs/hardymer.md)
+    "hardymer + cross-fit": ("hardymer", ["model.finetune_crossfit=5"]),
 }
 
 # A short CPU budget shared by every method (the papers: 100 + 100 epochs at lr 1e-4).

@@ -191,3 +191,52 @@ def test_random_condition_uses_a_plan_per_mask(tiny, tmp_path):
                    progress=False)
     plans = list((tmp_path / "fold0" / "random-0.5" / "curriculum").glob("plan-*.npz"))
     assert len(plans) == 3  # one per epoch: the training mask is redrawn every epoch
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [2, 3])  # right after the plan is made; mid stage 2
+def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, monkeypatch, kill_at):
+    from hardymer.models.hardymer import HardyMER
+    cfg = load_run_config("hardymer", tiny.family, SMALL + ["train.epochs=[1,3]"])
+    conds = [parse_condition("tv", tiny.modalities)]
+    (full,) = run_experiment(cfg, tiny, conds, [0], tmp_path / "full", progress=False)
+    original = HardyMER.on_epoch_start
+
+    def dying(self, epoch, stage, data):
+        original(self, epoch, stage, data)
+        if epoch == kill_at:
+            raise Killed
+    monkeypatch.setattr(HardyMER, "on_epoch_start", dying)
+    with pytest.raises(Killed):
+        run_experiment(cfg, tiny, conds, [0], tmp_path / "cut", progress=False)
+    monkeypatch.setattr(HardyMER, "on_epoch_start", original)
+    (resumed,) = run_experiment(cfg, tiny, conds, [0], tmp_path / "cut", progress=False)
+    for key in ("test_WA", "test_UA", "val_WA", "selected_epoch"):
+        assert resumed[key] == full[key], key
+
+
+def test_crossfit_changes_training_rows_only(tiny):
+    fold = make_folds(tiny)[0]
+    plain = finetune_features(tiny, fold.train, fold.val, FinetuneConfig(epochs=1),
+                              torch.device("cpu"))
+    cross = finetune_features(tiny, fold.train, fold.val, FinetuneConfig(epochs=1, crossfit=3),
+                              torch.device("cpu"))
+    train_rows = np.concatenate([tiny.sequences[s] for s in fold.train])
+    test_rows = np.concatenate([tiny.sequences[s] for s in fold.test])
+    np.testing.assert_array_equal(plain["a"][test_rows], cross["a"][test_rows])
+    assert not np.allclose(plain["a"][train_rows], cross["a"][train_rows])
+
+
+def test_old_run_folder_without_new_fields_resumes(tiny, tmp_path):
+    import json
+    cfg = load_run_config("hardymer", tiny.family, SMALL)
+    conds = [parse_condition("a", tiny.modalities)]
+    (first,) = run_experiment(cfg, tiny, conds, [0], tmp_path, progress=False)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    del meta["config"]["model"]["finetune_crossfit"]       # as written by an older version
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (again,) = run_experiment(cfg, tiny, conds, [0], tmp_path, progress=False)
+    assert again == first

@@ -15,7 +15,7 @@ Results are cached per fold: ``<workdir>/<m>.npy`` plus ``finetune.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ class FinetuneConfig:
     dropout: float = 0.3
     weight_decay: float = 1e-5
     seed: int = 152              # the reference's fine-tuning seed
+    crossfit: int = 0            # K > 1: training rows get features from a fine-tuner that
+                                 # did not see them (K folds of training sequences); 0: off
 
 
 class FeatureFinetuner(nn.Module):
@@ -102,6 +104,19 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
     else:
         best_epoch = cfg.epochs  # no validation part: last epoch
     feats = transform(net, x_all, device)
+    if cfg.crossfit > 1 and len(train_seqs) >= cfg.crossfit:
+        # Cross-fitting: a fine-tuner has memorised its own training labels, so its features of
+        # training rows are cleaner than those of unseen rows; the final model would then learn
+        # on features distributed unlike the test features. Each training row instead gets the
+        # features of a fine-tuner trained on the other K-1 parts (same budget, same val part).
+        parts = np.array_split(np.random.default_rng(cfg.seed).permutation(train_seqs),
+                               cfg.crossfit)
+        sub = replace(cfg, crossfit=0)
+        for i, held in enumerate(parts):
+            rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
+            part_feats, _ = finetune_modality(dataset, modality, rest, val_seqs, sub, device)
+            rows = np.concatenate([dataset.sequences[q] for q in held])
+            feats[rows] = part_feats[rows]
     feats[~dataset.available[:, m_i]] = 0.0
     return feats, {"selected_epoch": best_epoch, "val": history[best_epoch - 1]
                    if history else {}, "n_train": int(len(tr))}

@@ -63,7 +63,7 @@ def prepare_context(cfg, dataset: MERDataset, fold, train_config, workdir: Path 
     raw = dataset
     if cfg.finetune:
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                            seed=cfg.finetune_seed)
+                            seed=cfg.finetune_seed, crossfit=cfg.finetune_crossfit)
         feats = finetune_features(dataset, fold.train, fold.val, ft, device,
                                   workdir / "finetune" if workdir else None, progress)
         dataset = replace(dataset, features=feats)

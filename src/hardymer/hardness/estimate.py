@@ -116,8 +116,10 @@ def hardness_terms(teacher: Teacher, dataset: MERDataset, sequences: np.ndarray,
     ref = (critic_embeddings(teacher, dataset.features, reference_rows, device)
            if teacher.config.ind_estimator == "infonce" else None)
     ds = SequenceDataset(dataset, sequences, availability)
+    # Own generator: creating a loader iterator draws a seed, which must not come from the
+    # global RNG (a resumed run reads the plan from disk and must see the same RNG stream).
     loader = DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds),
-                        collate_fn=ds.collate)
+                        collate_fn=ds.collate, generator=torch.Generator())
     res = {m: [] for m in teacher.modalities} if dir_error == "whitened" else None
     parts = [batch_hardness_terms(teacher, b.to(device), ref, res) for b in loader]
     cat = lambda i: torch.cat([p[i] for p in parts]).cpu().numpy()  # noqa: E731

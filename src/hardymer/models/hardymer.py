@@ -87,6 +87,7 @@ class HardyConfig(MoMKEConfig):
     finetune_epochs: int = 20
     finetune_lr: float = 1e-3
     finetune_seed: int = 152
+    finetune_crossfit: int = 0         # K > 1: cross-fitted training features (ours; off = paper)
 
     def effective(self) -> "HardyConfig":
         """This config with the reference choices applied when ``reference_compat``."""

@@ -76,6 +76,10 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(4 * math.sqrt(n), n // _MIN_POINTS_PER_CENTROID, _MAX_NLIST)))
 
 
+# Below this many queries, search on one thread (see FeatureDatabase.search_rows).
+_THREADED_QUERIES = 1024
+
+
 def resolve_threads(n_threads: int | None = None) -> int:
     """The thread count FAISS should use.
 
@@ -313,7 +317,10 @@ class FeatureDatabase:
         cosine = self.metrics[modality] == "cosine"
         q = _as_float32_chunk(queries, cosine)
         _check_finite(q, modality, what="queries")
-        faiss.omp_set_num_threads(resolve_threads(self.n_threads))
+        # A small query batch gains nothing from threads, and FAISS's OpenMP workers then spin
+        # and starve torch's threads in the next training step (measured: 7x slower steps).
+        threads = resolve_threads(self.n_threads) if len(q) >= _THREADED_QUERIES else 1
+        faiss.omp_set_num_threads(threads)
         raw, rows = index.search(q, int(k))  # (Q, k), (Q, k)
         missing = rows < 0
         # FAISS reports squared L2 and raw inner products; convert to "smaller is closer".

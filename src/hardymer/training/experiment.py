@@ -121,7 +121,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, data_source: str, dataset: MERDat
     want = {"config": cfg.to_dict(), "data": data_source}
     if meta_path.is_file():
         have = json.loads(meta_path.read_text())
-        if {"config": have["config"], "data": have["data"]} != want:
+        if {"config": _with_defaults(have["config"]), "data": have["data"]} != want:
             raise ValueError(f"{out} holds a run with a different configuration or data; "
                              "choose another --out (or delete the folder) to start afresh")
         conds = sorted(set(have["conditions"]) | {c.name for c in conditions})
@@ -132,6 +132,17 @@ def prepare_run_dir(out: Path, cfg: RunConfig, data_source: str, dataset: MERDat
                                   "dataset": dataset.summary(), "task": dataset.task,
                                   "modalities": list(dataset.modalities),
                                   "versions": versions()})
+
+
+def _with_defaults(config: dict) -> dict:
+    """A stored config with fields added since it was written set to their defaults, so a run
+    made by an older version still resumes when nothing it set has changed."""
+    from dataclasses import asdict, fields
+    from .config import TrainConfig
+    cls = get_method_class(config["method"])
+    model = {f.name: getattr(cls.Config(), f.name) for f in fields(cls.Config)}
+    return {**config, "model": {**model, **config["model"]},
+            "train": {**asdict(TrainConfig()), **config["train"]}}
 
 
 def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
