@@ -23,7 +23,9 @@ def batch_of(ds, cond="atv", n=4):
 
 
 def test_registry_lists_core_methods():
-    assert {"momke", "zero-fill"} <= set(list_methods())
+    assert {"momke", "zero-fill", "hardymer"} <= set(list_methods())
+    assert "hardymer-teacher" not in list_methods()  # internal: part of HARDY-MER
+    assert "hardymer-teacher" in list_methods(include_internal=True)
     with pytest.raises(KeyError, match="registered"):
         create_method("nope", {"a": 2}, 2, "classification")
     with pytest.raises(TypeError, match="unknown config field"):

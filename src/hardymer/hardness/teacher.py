@@ -110,6 +110,7 @@ class Teacher(MoMKE):
 
     Config = TeacherConfig
     stage_names = ("unimodal", "teacher")
+    internal = True
 
     def __init__(self, config: TeacherConfig, dims, n_outputs, task):
         super().__init__(config, dims, n_outputs, task)

@@ -59,6 +59,7 @@ class Method(nn.Module):
 
     Config: ClassVar[type]
     stage_names: ClassVar[tuple[str, ...]] = ("train",)
+    internal: ClassVar[bool] = False  # a part of another method (not listed for users)
 
     def __init__(self, config, dims: dict[str, int], n_outputs: int, task: str):
         super().__init__()
@@ -140,9 +141,10 @@ def register_method(name: str):
     return wrap
 
 
-def list_methods(pattern: str = "*") -> list[str]:
+def list_methods(pattern: str = "*", include_internal: bool = False) -> list[str]:
     _import_all()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n, cls in _REGISTRY.items() if fnmatch.fnmatch(n, pattern)
+                  and (include_internal or not cls.internal))
 
 
 def get_method_class(name: str) -> type[Method]:
