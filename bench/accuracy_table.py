@@ -35,6 +35,9 @@ VARIANTS = {
     "reference-compat": ("hardymer", ["model.reference_compat=true"]),
     # ours, not the paper's: cross-fitted fine-tuned features (docs/hardymer.md)
     "hardymer + cross-fit": ("hardymer", ["model.finetune_crossfit=5"]),
+    # loss weights other than the reference's 1, 1
+    "hardymer λ_rec=0.1": ("hardymer", ["model.lambda_rec=0.1"]),
+    "hardymer λ_sup=0.3": ("hardymer", ["model.lambda_sup=0.3"]),
 }
 
 # A short CPU budget shared by every method (the papers: 100 + 100 epochs at lr 1e-4).
@@ -61,7 +64,8 @@ def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str
             cfg = load_run_config(method, ds.family, COMMON + DEPTH[method] + BUDGET[method]
                                   + extra + [f"train.seed={seed}"])
             t0 = time.perf_counter()
-            folder = None if out_dir is None else out_dir / f"{name.replace('/', '').replace(' ', '-')}-s{seed}"
+            slug = name.replace("/", "").replace(" ", "-")
+            folder = None if out_dir is None else out_dir / f"{slug}-s{seed}"
             recs = run_experiment(cfg, ds, conds, [fold], folder, progress=False)
             print(f"{name:18s} seed {seed}: {time.perf_counter() - t0:6.1f} s  "
                   + " ".join(f"{r['condition']} {100 * r['test_WA']:.1f}" for r in recs),
