@@ -223,7 +223,9 @@ def _report(out: Path, records, task: str, title: str) -> None:
     header = (f"Selection protocol: {protocol}. Folds: "
               f"{', '.join(str(f) for f in sorted({r['fold'] for r in all_records}))}. "
               f"Seed(s): {', '.join(str(s) for s in sorted({r['seed'] for r in all_records}))}. "
-              "Cells: test-split mean ± std over folds (percent).\n")
+              "Cells: test-split mean ± std over folds "
+              + ("(percent).\n" if task == "classification"
+                 else "(ACC and F1 as fractions, MAE in label units, Corr).\n"))
     wide, paths = write_report(all_records, task, out, title=title, header=header)
     from ..evaluation.report import to_markdown
     typer.echo("\n" + header + to_markdown(wide))
