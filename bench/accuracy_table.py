@@ -22,16 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hardymer.models.hardymer import ABLATIONS
+
 # name -> (method, overrides)
 VARIANTS = {
     "zero-fill": ("zero-fill", []),
     "momke": ("momke", []),
     "hardymer": ("hardymer", []),
-    "w/o h_dir": ("hardymer", ["model.use_h_dir=false"]),
-    "w/o h_ind": ("hardymer", ["model.use_h_ind=false"]),
-    "w/o h": ("hardymer", ["model.use_hardness=false"]),
-    "w/o retrieval": ("hardymer", ["model.retrieval=false"]),
-    "w/o fine-tuning": ("hardymer", ["model.finetune=false"]),
+    "w/o h_dir": ("hardymer", [ABLATIONS["no-h-dir"]]),
+    "w/o h_ind": ("hardymer", [ABLATIONS["no-h-ind"]]),
+    "w/o h": ("hardymer", [ABLATIONS["no-h"]]),
+    "w/o retrieval": ("hardymer", [ABLATIONS["no-retrieval"]]),
+    "w/o fine-tuning": ("hardymer", [ABLATIONS["no-finetune"]]),
     "reference-compat": ("hardymer", ["model.reference_compat=true"]),
     # ours, not the paper's: cross-fitted fine-tuned features (docs/hardymer.md)
     "hardymer + cross-fit": ("hardymer", ["model.finetune_crossfit=5"]),

@@ -20,12 +20,6 @@ DATA_HELP = ("Data: a generic feature folder, a reference-layout root (needs --t
              "or synth:PRESET[@SEED] (e.g. synth:tiny, synth:iemocap4@1).")
 
 
-# HARDY-MER's paper ablations as one-word CLI forms (each is one config switch).
-ABLATIONS = {"no-h-dir": "model.use_h_dir=false", "no-h-ind": "model.use_h_ind=false",
-             "no-h": "model.use_hardness=false", "no-retrieval": "model.retrieval=false",
-             "no-finetune": "model.finetune=false"}
-
-
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -176,6 +170,7 @@ def train(
       hardymer train --data synth:demo --method hardymer --condition all --fold 0 --out runs/h
       hardymer train --data synth:demo --method hardymer --ablation no-h-dir --out runs/h1
     """
+    from ..models.hardymer import ABLATIONS
     from ..training.config import load_run_config
     from ..training.experiment import run_experiment
     ds = _open(data, trust_pickle)

@@ -109,6 +109,12 @@ class MERDataset:
             self._speaker_codes = codes
         return self._speaker_codes
 
+    def rows_of(self, sequence_indices: Sequence[int]) -> np.ndarray:
+        """Global utterance indices of these sequences (into ``sequences``), in order. (n,)"""
+        if len(sequence_indices) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([self.sequences[s] for s in sequence_indices])
+
     def sequence_column(self, column: str) -> np.ndarray:
         """Value of ``column`` for each sequence (taken from its first utterance)."""
         values = self.utterances[column].to_numpy()
@@ -218,9 +224,7 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def utterance_indices(self) -> np.ndarray:
         """All utterance indices of this split, sequence by sequence."""
-        if len(self.sequence_indices) == 0:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([self.dataset.sequences[s] for s in self.sequence_indices])
+        return self.dataset.rows_of(self.sequence_indices)
 
     def collate(self, rows: list[np.ndarray]) -> Batch:
         return collate(self.dataset, rows, self.availability, self.dataset.speaker_codes)

@@ -12,7 +12,7 @@ from ..protocol.conditions import parse_condition
 from ..protocol.splits import make_folds
 from ..training.checkpoint import checkpoint_exists, load_checkpoint
 from ..training.config import RunConfig
-from ..training.experiment import build_method, condition_dirname
+from ..training.experiment import build_method, cell_dir, shared_dir
 from ..training.loaders import FoldData
 from ..training.trainer import evaluate, resolve_device
 
@@ -75,7 +75,7 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
     for k in meta["folds"]:
         for src in sources:
             src_cond = parse_condition(src, dataset.modalities)
-            stem = run / f"fold{k}" / condition_dirname(src_cond) / "best"
+            stem = cell_dir(run, k, src_cond) / "best"
             if not checkpoint_exists(stem):
                 raise EvaluationError(f"{stem}.safetensors missing: fold {k} under {src} has "
                                       "not finished (re-run the train command to resume)")
@@ -99,7 +99,7 @@ def _test_time_data(cfg: RunConfig, dataset, fold, run: Path):
     """The data the fold's models read at test time (HARDY-MER: its fine-tuned features)."""
     from ..models.base import get_method_class
     cls = get_method_class(cfg.method)
-    workdir = run / f"fold{fold.index}" / "_shared" / cfg.method
+    workdir = shared_dir(run, fold.index, cfg.method)
     try:
         return cls.test_time_dataset(cls.Config(**cfg.model), dataset, workdir)
     except FileNotFoundError as err:

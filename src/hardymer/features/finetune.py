@@ -55,8 +55,7 @@ class FeatureFinetuner(nn.Module):
 
 
 def _split_rows(dataset: MERDataset, seqs: np.ndarray, m_i: int) -> np.ndarray:
-    rows = np.concatenate([dataset.sequences[s] for s in seqs]) if len(seqs) else \
-        np.zeros(0, np.int64)
+    rows = dataset.rows_of(seqs)
     return rows[dataset.available[rows, m_i]]
 
 
@@ -115,7 +114,7 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
         for i, held in enumerate(parts):
             rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
             part_feats, _ = finetune_modality(dataset, modality, rest, val_seqs, sub, device)
-            rows = np.concatenate([dataset.sequences[q] for q in held])
+            rows = dataset.rows_of(held)
             feats[rows] = part_feats[rows]
     feats[~dataset.available[:, m_i]] = 0.0
     return feats, {"selected_epoch": best_epoch, "val": history[best_epoch - 1]

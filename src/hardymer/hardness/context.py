@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.dataset import MERDataset
+from ..data.dataset import MERDataset, collate
 from ..features.finetune import FinetuneConfig, finetune_features
 from ..fileio import atomic_write_json
 from ..protocol.conditions import canonical_name, parse_condition
 from ..retrieval import FeatureDatabase, retrieve_supports, support_counts
-from .estimate import (batch_hardness_terms, combine_hardness, critic_embeddings,
-                       hardness_terms)
+from .estimate import (batch_hardness_terms, combine_hardness, hardness_terms,
+                       reference_embeddings)
 from .plan import CurriculumPlan, build_plan, mask_digest, rank_candidates
 from .teacher import Teacher, TeacherConfig, label_bins
 
@@ -38,7 +38,7 @@ def train_teacher(cfg, dataset: MERDataset, fold, train_config, condition_text: 
     from ..training.trainer import Trainer
     torch.manual_seed(cfg.teacher_seed)
     teacher = Teacher(_teacher_config(cfg), dataset.dims, dataset.n_classes, dataset.task)
-    train_ids = np.concatenate([dataset.sequences[s] for s in fold.train])
+    train_ids = dataset.rows_of(fold.train)
     y = label_bins(torch.from_numpy(dataset.labels[train_ids]), dataset.task,
                    teacher.config.n_bins)
     prior = torch.bincount(y, minlength=teacher.log_prior.numel()).double() + 1.0
@@ -67,18 +67,14 @@ def prepare_context(cfg, dataset: MERDataset, fold, train_config, workdir: Path 
         feats = finetune_features(dataset, fold.train, fold.val, ft, device,
                                   workdir / "finetune" if workdir else None, progress)
         dataset = replace(dataset, features=feats)
+    # The features the teacher reads: raw (default) or the fine-tuned ones.
+    teacher_dataset = raw if cfg.teacher_features == "raw" else dataset
     teacher = None
-    if cfg.retrieval and cfg.needs_teacher and cfg.teacher_mask == "random":
-        teacher = train_teacher(cfg, _teacher_data(cfg, raw, dataset), fold, train_config, None,
+    if cfg.needs_teacher and cfg.teacher_mask == "random":
+        teacher = train_teacher(cfg, teacher_dataset, fold, train_config, None,
                                 workdir / "teacher" if workdir else None, progress)
-    ctx = FoldContext(cfg, dataset, fold, teacher, device, train_config, progress)
-    ctx.teacher_dataset = _teacher_data(cfg, raw, dataset)
-    return ctx
-
-
-def _teacher_data(cfg, raw: MERDataset, finetuned: MERDataset) -> MERDataset:
-    """The features the teacher reads: raw (default) or the fine-tuned ones."""
-    return raw if cfg.teacher_features == "raw" else finetuned
+    return FoldContext(cfg, dataset, teacher_dataset, fold, teacher, device, train_config,
+                       progress)
 
 
 class FoldContext:
@@ -87,16 +83,19 @@ class FoldContext:
     Attributes
     ----------
     dataset : MERDataset (fine-tuned features unless ``finetune=false``)
+    teacher_dataset : MERDataset the teacher reads (``teacher_features``)
     train_ids : (Q,) global ids of the training utterances, in sequence order
     complete_ids : global ids of training utterances with every modality present (the database)
     database : FeatureDatabase or None (no retrieval)
     seq_of, pos_of : (n_utterances,) sequence index and position of every utterance
     """
 
-    def __init__(self, cfg, dataset, fold, teacher, device, train_config, progress):
+    def __init__(self, cfg, dataset, teacher_dataset, fold, teacher, device, train_config,
+                 progress):
         self.cfg, self.dataset, self.fold, self.teacher = cfg, dataset, fold, teacher
+        self.teacher_dataset = teacher_dataset
         self.device, self.train_config, self.progress = device, train_config, progress
-        self.train_ids = np.concatenate([dataset.sequences[s] for s in fold.train])
+        self.train_ids = dataset.rows_of(fold.train)
         self.complete_ids = self.train_ids[dataset.available[self.train_ids].all(1)]
         n = dataset.n_utterances
         self.seq_of = np.full(n, -1, np.int64)
@@ -118,8 +117,7 @@ class FoldContext:
         self.condition_is_random = data.condition.is_random
         if self.cfg.needs_teacher and self.cfg.teacher_mask == "condition":
             self.teacher = train_teacher(self.cfg, self.teacher_dataset, self.fold,
-                                         self.train_config,
-                                         data.condition.name,
+                                         self.train_config, data.condition.name,
                                          workdir / "teacher" if workdir else None,
                                          self.progress)
             self._ref = None
@@ -146,14 +144,11 @@ class FoldContext:
         else:
             cfg = self.cfg
             d_raw, i_raw = self._terms(mask)
-            norm = combine_hardness(d_raw, i_raw, use_dir=cfg.use_h_dir, use_ind=cfg.use_h_ind,
-                                    fusion=cfg.hardness_fusion, norm=cfg.hardness_norm,
-                                    beta=cfg.sigmoid_beta, alpha_dir=cfg.alpha_dir,
-                                    alpha_ind=cfg.alpha_ind)
+            norm = self._combine(d_raw, i_raw, cfg, cfg.hardness_norm)
             cand = rank_candidates(self.database, self.dataset.features, self.train_ids,
                                    mask[self.train_ids], cfg.k, cfg.ranking)
             plan = build_plan(self.train_ids, mask[self.train_ids], d_raw, i_raw, norm, cand,
-                              cfg.k, cfg.k_rule, cfg.use_hardness and cfg.needs_teacher)
+                              cfg.k, cfg.k_rule, cfg.needs_teacher)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 plan.save(path)
@@ -167,14 +162,18 @@ class FoldContext:
                 atomic_write_json(index, have)
         return plan
 
+    @staticmethod
+    def _combine(d_raw: np.ndarray, i_raw: np.ndarray, cfg, norm: str):
+        """:func:`combine_hardness` with the config's switches and fusion."""
+        return combine_hardness(d_raw, i_raw, use_dir=cfg.use_h_dir, use_ind=cfg.use_h_ind,
+                                fusion=cfg.hardness_fusion, norm=norm, beta=cfg.sigmoid_beta,
+                                alpha_dir=cfg.alpha_dir, alpha_ind=cfg.alpha_ind)
+
     def batch_k_prime(self, d_raw: np.ndarray, i_raw: np.ndarray, cfg) -> np.ndarray:
         """k' from hardness normalised within one batch (reference: per-batch min-max)."""
-        if not (cfg.use_hardness and cfg.needs_teacher):
+        if not cfg.needs_teacher:
             return np.full(len(d_raw), cfg.k, np.int64)
-        _, _, h = combine_hardness(d_raw, i_raw, use_dir=cfg.use_h_dir, use_ind=cfg.use_h_ind,
-                                   fusion=cfg.hardness_fusion, norm="minmax",
-                                   beta=cfg.sigmoid_beta, alpha_dir=cfg.alpha_dir,
-                                   alpha_ind=cfg.alpha_ind)
+        _, _, h = self._combine(d_raw, i_raw, cfg, "minmax")
         return support_counts(h, cfg.k, cfg.k_rule)
 
     # --- the reference's per-step pipeline (plan_scope="step") --------------------------------
@@ -184,8 +183,8 @@ class FoldContext:
         qids = batch.index[batch.utt_mask].cpu().numpy()
         if self.teacher is not None:
             if self._ref is None:
-                self._ref = critic_embeddings(self.teacher, self.teacher_dataset.features,
-                                              self.complete_ids, self.device)
+                self._ref = reference_embeddings(self.teacher, self.teacher_dataset.features,
+                                                 self.complete_ids, self.device)
             tb = batch if self.teacher_dataset is self.dataset else \
                 _with_features(batch, self.teacher_dataset)
             d, i, _ = batch_hardness_terms(self.teacher, tb, self._ref)
@@ -202,11 +201,7 @@ class FoldContext:
 
 def _with_features(batch, dataset: MERDataset):
     """The same batch with another data set's features (the teacher's raw ones)."""
-    from dataclasses import replace as dc_replace
-    idx = batch.index.clamp(min=0).cpu().numpy()
-    x = {}
-    for i, m in enumerate(dataset.modalities):
-        f = torch.from_numpy(np.asarray(dataset.features[m][idx.reshape(-1)], np.float32))
-        f = f.view(*idx.shape, -1).to(batch.x[m].device)
-        x[m] = f * batch.present[..., i, None].to(f.dtype)
-    return dc_replace(batch, x=x)
+    index = batch.index.cpu().numpy()
+    rows = [r[r >= 0] for r in index]
+    other = collate(dataset, rows).to(batch.utt_mask.device)
+    return replace(batch, x=other.x)

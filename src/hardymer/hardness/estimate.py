@@ -42,6 +42,16 @@ class HardnessTerms:
 
 
 @torch.no_grad()
+def reference_embeddings(teacher: Teacher, features: dict[str, np.ndarray], rows: np.ndarray,
+                         device: torch.device) -> dict[str, torch.Tensor] | None:
+    """What ``h_ind`` is taken against: the InfoNCE critic's embeddings of the reference rows;
+    None for the label-pmi estimator, which needs only the label prior."""
+    if teacher.config.ind_estimator != "infonce":
+        return None
+    return critic_embeddings(teacher, features, rows, device)
+
+
+@torch.no_grad()
 def critic_embeddings(teacher: Teacher, features: dict[str, np.ndarray], rows: np.ndarray,
                       device: torch.device, chunk: int = 4096) -> dict[str, torch.Tensor]:
     """Critic embeddings {m: (R, K)} of the true features of ``rows``."""
@@ -113,8 +123,7 @@ def hardness_terms(teacher: Teacher, dataset: MERDataset, sequences: np.ndarray,
         :func:`whitened_error`)
     """
     teacher.eval()
-    ref = (critic_embeddings(teacher, dataset.features, reference_rows, device)
-           if teacher.config.ind_estimator == "infonce" else None)
+    ref = reference_embeddings(teacher, dataset.features, reference_rows, device)
     ds = SequenceDataset(dataset, sequences, availability)
     # Own generator: creating a loader iterator draws a seed, which must not come from the
     # global RNG (a resumed run reads the plan from disk and must see the same RNG stream).

@@ -133,19 +133,37 @@ def pooled_spearman(df: pd.DataFrame, conditions: list[str] | None = None) -> di
             "h_dir~planted_ind": _spearman(mean.h_dir_raw, first.planted_ind)}
 
 
-def plot_distributions(df: pd.DataFrame, path: Path, class_names=None) -> Path:
-    """Histogram of h per condition (one panel each), one line per class."""
+def _condition_panels(df: pd.DataFrame, height: float, **subplots):
+    """A figure with one panel per condition of ``df`` (at most 4 a row), unused panels off.
+
+    Returns (plt, fig, [(axis, condition), ...]).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     conds = list(dict.fromkeys(df.condition))
     cols = min(4, len(conds))
     rows = int(np.ceil(len(conds) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height * rows), squeeze=False,
+                             **subplots)
+    for ax in list(axes.flat)[len(conds):]:
+        ax.axis("off")
+    return plt, fig, list(zip(axes.flat, conds))
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_distributions(df: pd.DataFrame, path: Path, class_names=None) -> Path:
+    """Histogram of h per condition (one panel each), one line per class."""
+    plt, fig, panels = _condition_panels(df, 2.6, sharex=True)
     bins = np.linspace(0, 1, 21)
     labels = sorted(df.label.unique()) if df.label.nunique() <= 12 else None
-    for ax, cond in zip(axes.flat, conds):
+    for ax, cond in panels:
         g = df[df.condition == cond]
         if labels is None:
             ax.hist(g.h, bins=bins, histtype="step")
@@ -154,29 +172,17 @@ def plot_distributions(df: pd.DataFrame, path: Path, class_names=None) -> Path:
             ax.hist(g.h[g.label == lab], bins=bins, histtype="step", label=name)
         ax.set_title(f"{cond} (mean k' {g.k_prime.mean():.2f})", fontsize=9)
         ax.set_xlabel("h")
-    for ax in list(axes.flat)[len(conds):]:
-        ax.axis("off")
     if labels:
-        axes.flat[0].legend(fontsize=7)
+        panels[0][0].legend(fontsize=7)
     fig.suptitle("Hardness of training samples per condition and class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_vs_planted(df: pd.DataFrame, path: Path) -> Path:
     """h against planted hardness under each condition, coloured by planted kind."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    conds = list(dict.fromkeys(df.condition))
-    cols = min(4, len(conds))
-    rows = int(np.ceil(len(conds) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False,
-                             sharey=True)
+    plt, fig, panels = _condition_panels(df, 2.8, sharey=True)
     colors = {"clean": "#999999", "direct": "#d62728", "indirect": "#1f77b4"}
-    for ax, cond in zip(axes.flat, conds):
+    for ax, cond in panels:
         g = df[df.condition == cond]
         for kind, c in colors.items():
             s = g[g.planted_kind == kind]
@@ -184,14 +190,9 @@ def plot_vs_planted(df: pd.DataFrame, path: Path) -> Path:
         rho = _spearman(g.h, g.planted_effective)
         ax.set_title(f"{cond}: Spearman {rho:.2f}", fontsize=9)
         ax.set_xlabel("planted hardness under the condition")
-    axes.flat[0].set_ylabel("estimated h")
-    axes.flat[0].legend(fontsize=7, markerscale=3)
-    for ax in list(axes.flat)[len(conds):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    panels[0][0].set_ylabel("estimated h")
+    panels[0][0].legend(fontsize=7, markerscale=3)
+    return _save(plt, fig, path)
 
 
 def inspect_run(run: Path, out: Path, opener: Callable | None = None) -> dict:
@@ -210,12 +211,12 @@ def inspect_run(run: Path, out: Path, opener: Callable | None = None) -> dict:
         opener = open_data
     dataset = opener(meta["data"])
     from ..protocol.conditions import parse_condition
-    from ..training.experiment import condition_dirname
+    from ..training.experiment import cell_dir
     frames = []
     for k in meta["folds"]:
         for cond in meta["conditions"]:
             c = parse_condition(cond, dataset.modalities)
-            plan = first_plan(run / f"fold{k}" / condition_dirname(c))
+            plan = first_plan(cell_dir(run, k, c))
             if plan is not None:
                 frames.append(plan_table(plan, dataset, k, c.name))
     if not frames:

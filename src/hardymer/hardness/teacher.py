@@ -18,7 +18,7 @@ information of a pair (see :mod:`hardymer.hardness.estimate`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch

@@ -118,11 +118,15 @@ def task_loss(pred: torch.Tensor, batch: Batch, task: str,
     """
     mask = batch.utt_mask if mask is None else mask
     n = mask.sum().clamp(min=1)
-    if task == "classification":
-        per = F.cross_entropy(pred.flatten(0, 1), batch.labels.flatten(), reduction="none")
-    else:
-        per = (pred[..., 0] - batch.labels.float()).pow(2).flatten()
+    per = per_utterance_loss(pred.flatten(0, 1), batch.labels.flatten(), task)
     return (per * mask.flatten().to(per.dtype)).sum() / n
+
+
+def per_utterance_loss(pred: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Unreduced CE (classes) or squared error (regression): pred (N, C), labels (N,) -> (N,)."""
+    if task == "classification":
+        return F.cross_entropy(pred, labels, reduction="none")
+    return (pred[..., 0] - labels.float()).pow(2)
 
 
 # --- registry --------------------------------------------------------------------------------

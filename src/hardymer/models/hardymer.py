@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.dataset import Batch, MERDataset, collate
-from ..fileio import atomic_write_json
-from .base import Stage, register_method, task_loss
+from .base import Stage, per_utterance_loss, register_method
 from .decoder import ModalityDecoders, reconstruction_error
 from .momke import MoMKE, MoMKEConfig
 
@@ -38,6 +36,12 @@ from .momke import MoMKE, MoMKEConfig
 REFERENCE_CHOICES = {"hardness_fusion": "sigmoid", "hardness_scope": "batch",
                      "k_rule": "floor+1", "ranking": "merge-order", "support_labels": "query",
                      "sup_form": "explicit"}
+
+
+# The paper's ablations (§2) as one-word names; each is one config switch.
+ABLATIONS = {"no-h-dir": "model.use_h_dir=false", "no-h-ind": "model.use_h_ind=false",
+             "no-h": "model.use_hardness=false", "no-retrieval": "model.retrieval=false",
+             "no-finetune": "model.finetune=false"}
 
 
 @dataclass
@@ -168,18 +172,13 @@ class HardyMER(MoMKE):
             return
         self._plan = self.ctx.plan(self._mask, epoch, self.workdir)
         n = self.ctx.dataset.n_utterances
-        self._rows = torch.from_numpy(self._plan.row_of(n))
+        self._rows = self._plan.row_of(n)                     # (n,) plan row of each id
         self._weights = torch.from_numpy(self._plan.weights(n)).float()
 
     # --- forward ------------------------------------------------------------------------------
     def forward_all(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         fused = self.fused(self.mixed_representations(batch))
         return self.head(fused), self.decoders(fused)
-
-    def _per_utterance_loss(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification":
-            return F.cross_entropy(pred, labels, reduction="none")
-        return (pred[..., 0] - labels.float()).pow(2)
 
     def stage_loss(self, batch: Batch, stage: Stage):
         if stage.name != "mixing":
@@ -188,7 +187,7 @@ class HardyMER(MoMKE):
         logits, recon = self.forward_all(batch)
         valid = batch.utt_mask
         n = valid.sum().clamp(min=1)
-        per = self._per_utterance_loss(logits.flatten(0, 1), batch.labels.flatten())
+        per = per_utterance_loss(logits.flatten(0, 1), batch.labels.flatten(), self.task)
         per = per.view_as(valid) * valid
         cls = per.sum() / n
         missing = (batch.present & ~batch.available & valid[..., None]).float()
@@ -220,7 +219,7 @@ class HardyMER(MoMKE):
         qids = batch.index[batch.utt_mask].cpu().numpy()
         if self.cfg.plan_scope == "step":
             return self.ctx.step_supports(batch, self.cfg)
-        rows = self._rows.numpy()[qids]
+        rows = self._rows[qids]
         if (rows < 0).any():
             raise RuntimeError("a training utterance has no curriculum plan row")
         plan = self._plan
@@ -263,5 +262,5 @@ class HardyMER(MoMKE):
         logits = self(sb)[torch.from_numpy(g_of_pair).to(sb.labels.device),
                           torch.from_numpy(pos).to(sb.labels.device)]     # (P, C)
         y = torch.from_numpy(labels).to(logits.device)
-        per = self._per_utterance_loss(logits, y)
+        per = per_utterance_loss(logits, y, self.task)
         return (per * torch.from_numpy(weight).to(per)).sum()

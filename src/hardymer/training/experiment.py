@@ -48,12 +48,26 @@ def build_method(cfg: RunConfig, dataset: MERDataset):
                          task=dataset.task, **cfg.model)
 
 
+def cell_dir(out: Path | None, fold_index: int, cond: Condition) -> Path | None:
+    """``RUN/fold<k>/<condition>/`` (None for an in-memory run)."""
+    return out / f"fold{fold_index}" / condition_dirname(cond) if out is not None else None
+
+
+def shared_dir(out: Path | None, fold_index: int, name: str) -> Path | None:
+    """``RUN/fold<k>/_shared/<name>/``: condition-independent work of a fold."""
+    return out / f"fold{fold_index}" / "_shared" / name if out is not None else None
+
+
+def _finished(cell: Path | None) -> bool:
+    return cell is not None and (cell / "result.json").is_file()
+
+
 def prepare_fold(cfg: RunConfig, dataset: MERDataset, fold: Fold, out: Path | None,
                  progress: bool = True):
     """The method's per-fold preparation (HARDY-MER: fine-tuning, teacher), cached under
     ``RUN/fold<k>/_shared/<method>/``; None for methods that need none."""
     cls = get_method_class(cfg.method)
-    workdir = out / f"fold{fold.index}" / "_shared" / cfg.method if out is not None else None
+    workdir = shared_dir(out, fold.index, cfg.method)
     return cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
                             progress)
 
@@ -65,8 +79,8 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition, o
     A finished cell (``result.json`` present) is read back, not retrained. ``context`` is the
     fold's :func:`prepare_fold` result when the caller already has it (``prepared=True``).
     """
-    cell = out / f"fold{fold.index}" / condition_dirname(cond) if out is not None else None
-    if cell is not None and (cell / "result.json").is_file():
+    cell = cell_dir(out, fold.index, cond)
+    if _finished(cell):
         return json.loads((cell / "result.json").read_text())
     if not prepared:
         context = prepare_fold(cfg, dataset, fold, out, progress)
@@ -84,7 +98,7 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition, o
             break
         prefix.append(s)
     if out is not None and any(s.epochs for s in prefix):
-        shared = out / f"fold{fold.index}" / "_shared" / "-".join(s.name for s in prefix)
+        shared = shared_dir(out, fold.index, "-".join(s.name for s in prefix))
         if _epochs_done(shared / "last") < sum(s.epochs for s in prefix):
             # (resumes by itself if an earlier attempt was interrupted)
             Trainer(cfg.train, shared, progress=progress).fit(method, data, stages=prefix,
@@ -162,8 +176,7 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
     for k in ids:
         context, prepared = None, False
         for cond in conditions:
-            cell = out / f"fold{k}" / condition_dirname(cond) if out is not None else None
-            if not prepared and not (cell is not None and (cell / "result.json").is_file()):
+            if not prepared and not _finished(cell_dir(out, k, cond)):
                 context, prepared = prepare_fold(cfg, dataset, folds[k], out, progress), True
             records.append(run_cell(cfg, dataset, folds[k], cond, out, progress, context,
                                     prepared))

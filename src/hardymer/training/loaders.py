@@ -52,7 +52,7 @@ class FoldData:
 
     def train_loader(self, epoch: int, conditioned: bool, batch_size: int,
                      sampler_factory: SamplerFactory | None = None) -> DataLoader:
-        mask = self._mask(draw=epoch) if conditioned else None
+        mask = self.train_mask(epoch) if conditioned else None
         ds = SequenceDataset(self.dataset, self.fold.train, mask)
         sampler = (sampler_factory or seeded_random_sampler(self.seed))(ds, epoch)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate)
