@@ -8,7 +8,12 @@ from hardymer.models.base import Stage
 from hardymer.protocol import parse_condition
 from hardymer.training.checkpoint import load_checkpoint, save_checkpoint
 
-SMALL = {"momke": dict(hidden=16, depth=2, heads=2), "zero-fill": dict(hidden=16)}
+SMALL = {"momke": dict(hidden=16, depth=2, heads=2), "zero-fill": dict(hidden=16),
+         "gcnet": dict(hidden=16, graph_hidden=8), "cpm-nets": dict(latent_dim=16, test_steps=20),
+         **{m: dict(embd_size=16, ae_layers=[16, 8], n_blocks=2, cls_layers=[16])
+            for m in ("mmin", "if-mmin", "cif-mmin")}}
+# Every user-facing method; the common behaviours below hold for each.
+ALL = sorted(SMALL)
 
 
 def small(name, ds, **kw):
@@ -23,7 +28,7 @@ def batch_of(ds, cond="atv", n=4):
 
 
 def test_registry_lists_core_methods():
-    assert {"momke", "zero-fill", "hardymer"} <= set(list_methods())
+    assert set(ALL) | {"hardymer"} == set(list_methods())
     assert "hardymer-teacher" not in list_methods()  # internal: part of HARDY-MER
     assert "hardymer-teacher" in list_methods(include_internal=True)
     with pytest.raises(KeyError, match="registered"):
@@ -32,7 +37,7 @@ def test_registry_lists_core_methods():
         create_method("momke", {"a": 2}, 2, "classification", bogus=1)
 
 
-@pytest.mark.parametrize("name", ["momke", "zero-fill"])
+@pytest.mark.parametrize("name", ALL)
 def test_missing_modality_values_do_not_matter(name, toy):
     m = small(name, toy).eval()
     b = batch_of(toy, "at")
@@ -43,7 +48,7 @@ def test_missing_modality_values_do_not_matter(name, toy):
     assert not torch.allclose(y1, m(b), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["momke", "zero-fill"])
+@pytest.mark.parametrize("name", ALL)
 def test_padding_does_not_leak(name, toy):
     m = small(name, toy).eval()
     b = batch_of(toy, "atv")
@@ -55,13 +60,13 @@ def test_padding_does_not_leak(name, toy):
     assert torch.allclose(y1[b.utt_mask], m(b)[b.utt_mask], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["momke", "zero-fill"])
+@pytest.mark.parametrize("name", ALL)
 def test_deterministic_with_seed(name, toy):
     b = batch_of(toy)
     assert torch.equal(small(name, toy).eval()(b), small(name, toy).eval()(b))
 
 
-@pytest.mark.parametrize("name", ["momke", "zero-fill"])
+@pytest.mark.parametrize("name", [m for m in ALL if m != "cpm-nets"])  # cpm: its own file
 def test_overfits_one_batch(name, toy):
     m = small(name, toy, dropout=0.0)
     b = batch_of(toy, "atv", n=3)
@@ -75,7 +80,7 @@ def test_overfits_one_batch(name, toy):
     assert float(loss.detach()) < 0.05 * first
 
 
-@pytest.mark.parametrize("name", ["momke", "zero-fill"])
+@pytest.mark.parametrize("name", ALL)
 def test_save_and_reload(name, toy, tmp_path):
     m = small(name, toy).eval()
     b = batch_of(toy)

@@ -101,6 +101,11 @@ class Method(nn.Module):
     def on_epoch_start(self, epoch: int, stage: Stage, data) -> None:
         """Called by the trainer before each training epoch (after a resume too)."""
 
+    def optimizer_settings(self, stage: Stage) -> dict[str, Any]:
+        """Param-group settings the trainer applies at each epoch of ``stage`` (e.g. MMIN's
+        Adam β1 differs between its two stages); default: none."""
+        return {}
+
     def configure_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """Adam over all parameters (the reference methods' choice)."""
         return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)

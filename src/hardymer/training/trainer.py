@@ -169,6 +169,8 @@ class Trainer:
         cfg = self.config
         method.train()
         method.on_epoch_start(epoch, stage, data)
+        for group in optimizer.param_groups:
+            group.update(method.optimizer_settings(stage))
         loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
                                    self.sampler_factory)
         sums: dict[str, float] = {}
