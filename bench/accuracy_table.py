@@ -55,6 +55,18 @@ DEPTH = {"momke": ["model.depth=2"], "hardymer": ["model.depth=2"], "zero-fill":
 
 def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str], fold: int,
         out_dir: Path | None) -> pd.DataFrame:
+    configs = {name: (VARIANTS[name][0], COMMON + DEPTH[VARIANTS[name][0]]
+                      + BUDGET[VARIANTS[name][0]] + VARIANTS[name][1]) for name in variants}
+    return run_grid(preset, dims, seeds, configs, fold, out_dir)
+
+
+def run_grid(preset: str, dims: tuple[int, ...], seeds: list[int],
+             configs: dict[str, tuple[str, list[str]]], fold: int, out_dir: Path | None,
+             metrics: tuple[str, ...] = ("WA",)) -> pd.DataFrame:
+    """Each named (method, overrides) on one fold, all seven conditions, every seed.
+
+    Returns one row per (variant, seed, condition) with the test metrics in percent.
+    """
     from hardymer.data.synthetic import generate
     from hardymer.protocol import all_fixed_conditions
     from hardymer.training.config import load_run_config
@@ -64,10 +76,8 @@ def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str
     conds = all_fixed_conditions(ds.modalities)
     rows = []
     for seed in seeds:
-        for name in variants:
-            method, extra = VARIANTS[name]
-            cfg = load_run_config(method, ds.family, COMMON + DEPTH[method] + BUDGET[method]
-                                  + extra + [f"train.seed={seed}"])
+        for name, (method, overrides) in configs.items():
+            cfg = load_run_config(method, ds.family, overrides + [f"train.seed={seed}"])
             t0 = time.perf_counter()
             slug = name.replace("/", "").replace(" ", "-")
             folder = None if out_dir is None else out_dir / f"{slug}-s{seed}"
@@ -76,20 +86,22 @@ def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str
                   + " ".join(f"{r['condition']} {100 * r['test_WA']:.1f}" for r in recs),
                   flush=True)
             rows += [{"variant": name, "seed": seed, "condition": r["condition"],
-                      "WA": 100 * r["test_WA"]} for r in recs]
+                      **{m: 100 * r[f"test_{m}"] for m in metrics}} for r in recs]
     return pd.DataFrame(rows)
 
 
-def table(df: pd.DataFrame, conds: list[str]) -> pd.DataFrame:
+def table(df: pd.DataFrame, conds: list[str], order: list[str] | None = None,
+          metric: str = "WA") -> pd.DataFrame:
+    """variant × (six incomplete conditions, their average, atv): 'mean ± std' over seeds."""
     incomplete = [c for c in conds if c != "atv"]
-    avg = (df[df.condition.isin(incomplete)].groupby(["variant", "seed"]).WA.mean()
+    avg = (df[df.condition.isin(incomplete)].groupby(["variant", "seed"])[metric].mean()
            .reset_index().assign(condition="avg(6)"))
     full = pd.concat([df, avg])
-    g = full.groupby(["variant", "condition"]).WA.agg(["mean", "std"]).reset_index()
+    g = full.groupby(["variant", "condition"])[metric].agg(["mean", "std"]).reset_index()
     g["cell"] = [f"{m:.1f} ± {0 if np.isnan(s) else s:.1f}" for m, s in zip(g["mean"], g["std"])]
     wide = g.pivot(index="variant", columns="condition", values="cell")
-    order = [v for v in VARIANTS if v in wide.index]
-    return wide.loc[order, incomplete + ["avg(6)", "atv"]]
+    order = [v for v in (order or VARIANTS) if v in wide.index]
+    return wide.loc[order, incomplete + ["avg(6)"] + (["atv"] if "atv" in conds else [])]
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ same trainer, protocol (validation selection) and metrics; the table gives test 
 mean ± std over seeds with the average over the six incomplete conditions.
 Part 2 (speed): each method at its paper configuration on the preset at full dims, one epoch
 of every stage on fold 0 under ``at``: seconds per training epoch of each stage, training
-utterances per second, and the parameter count.
+utterances per second, seconds of one validation pass (model selection runs one per epoch;
+CPM-Nets fits latents in it), and the parameter count.
 
 Usage::
 
@@ -21,63 +22,33 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from accuracy_table import run_grid, table  # the sibling script: one loop, one table layout
 
 METHODS = ["zero-fill", "cpm-nets", "mmin", "if-mmin", "cif-mmin", "gcnet", "momke",
            "hardymer"]
 
 # A short CPU budget (the papers train 40-200 epochs at full size): same optimiser settings for
 # everyone, the models' own sizes scaled down where they are large.
+# CPM-Nets keeps its own full-batch schedule (one step per epoch on the whole training set).
 COMMON = ["train.lr=1e-3", "train.batch_size=8"]
 BUDGET = {
-    "zero-fill": ["train.epochs=[14]", "model.hidden=64"],
-    "cpm-nets": ["train.epochs=[60]", "model.latent_dim=128"],
-    "mmin": ["train.epochs=[6,8]"],
-    "if-mmin": ["train.epochs=[6,8]"],
-    "cif-mmin": ["train.epochs=[6,8]"],
-    "gcnet": ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32"],
-    "momke": ["train.epochs=[6,8]", "model.hidden=64", "model.depth=2"],
-    "hardymer": ["train.epochs=[6,8]", "model.hidden=64", "model.depth=2",
+    "zero-fill": COMMON + ["train.epochs=[14]", "model.hidden=64"],
+    "cpm-nets": ["train.epochs=[100]", "model.latent_dim=128", "model.test_steps=100"],
+    "mmin": COMMON + ["train.epochs=[6,8]"],
+    "if-mmin": COMMON + ["train.epochs=[6,8]"],
+    "cif-mmin": COMMON + ["train.epochs=[6,8]"],
+    "gcnet": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32"],
+    "momke": COMMON + ["train.epochs=[6,8]", "model.hidden=64", "model.depth=2"],
+    "hardymer": COMMON + ["train.epochs=[6,8]", "model.hidden=64", "model.depth=2",
                  "model.teacher_epochs=[6,10]"],
 }
 
 
 def accuracy(preset: str, dims: tuple[int, ...], seeds: list[int], methods: list[str],
              fold: int, runs: Path | None) -> pd.DataFrame:
-    from hardymer.data.synthetic import generate
-    from hardymer.protocol import all_fixed_conditions
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import run_experiment
-
-    ds = generate(preset, seed=0, dims=dims)
-    conds = all_fixed_conditions(ds.modalities)
-    rows = []
-    for seed in seeds:
-        for name in methods:
-            cfg = load_run_config(name, ds.family, COMMON + BUDGET[name] + [f"train.seed={seed}"])
-            t0 = time.perf_counter()
-            folder = None if runs is None else runs / f"{name}-s{seed}"
-            recs = run_experiment(cfg, ds, conds, [fold], folder, progress=False)
-            print(f"{name:10s} seed {seed}: {time.perf_counter() - t0:6.1f} s  "
-                  + " ".join(f"{r['condition']} {100 * r['test_WA']:.1f}" for r in recs),
-                  flush=True)
-            rows += [{"method": name, "seed": seed, "condition": r["condition"],
-                      "WA": 100 * r["test_WA"], "UA": 100 * r["test_UA"]} for r in recs]
-    return pd.DataFrame(rows)
-
-
-def table(df: pd.DataFrame, metric: str = "WA") -> pd.DataFrame:
-    conds = list(dict.fromkeys(df.condition))
-    incomplete = [c for c in conds if c != "atv"]
-    avg = (df[df.condition.isin(incomplete)].groupby(["method", "seed"])[metric].mean()
-           .reset_index().assign(condition="avg(6)"))
-    g = pd.concat([df, avg]).groupby(["method", "condition"])[metric].agg(["mean", "std"])
-    g = g.reset_index()
-    g["cell"] = [f"{m:.1f} ± {0 if np.isnan(s) else s:.1f}" for m, s in zip(g["mean"], g["std"])]
-    wide = g.pivot(index="method", columns="condition", values="cell")
-    order = [m for m in METHODS if m in wide.index]
-    return wide.loc[order, incomplete + ["avg(6)"] + (["atv"] if "atv" in conds else [])]
+    configs = {name: (name, BUDGET[name]) for name in methods}
+    return run_grid(preset, dims, seeds, configs, fold, runs, metrics=("WA", "UA"))
 
 
 def speed(preset: str, methods: list[str]) -> pd.DataFrame:
@@ -88,7 +59,10 @@ def speed(preset: str, methods: list[str]) -> pd.DataFrame:
     from hardymer.training.config import load_run_config
     from hardymer.training.experiment import build_method, prepare_fold
     from hardymer.training.loaders import FoldData
-    from hardymer.training.trainer import Trainer
+    from hardymer.training.trainer import Trainer, evaluate
+
+    def method_device(m):
+        return next(m.parameters()).device
 
     ds = generate(preset, seed=0)
     fold = make_folds(ds)[0]
@@ -109,11 +83,15 @@ def speed(preset: str, methods: list[str]) -> pd.DataFrame:
         data = FoldData(data_ds, fold, parse_condition("at", ds.modalities), cfg.train.seed)
         method.attach(context, data, None)
         res = Trainer(cfg.train, None, progress=False).fit(method, data, final_eval=False)
+        t0 = time.perf_counter()  # one validation pass (CPM-Nets fits latents in it)
+        evaluate(method, data.eval_loader("val", cfg.train.eval_batch_size), method_device(method))
+        val_s = time.perf_counter() - t0
         n_params = sum(p.numel() for p in method.parameters())
         for row in res.history:
             rows.append({"method": name, "stage": row["stage"],
                          "s/epoch": round(row["train_seconds"], 2),
                          "utt/s": round(row["train_utt_per_s"]),
+                         "val pass (s)": round(val_s, 2),
                          "params (M)": round(n_params / 1e6, 2),
                          "batch (seq)": cfg.train.batch_size,
                          "fold prep (s)": round(prep, 1) if prep > 0.05 else 0.0})
@@ -143,8 +121,12 @@ def main() -> None:
         df = accuracy(args.preset, dims, args.seeds, args.methods, args.fold, args.runs)
         head = (f"Test WA (%) on synthetic {args.preset} (dims {args.dims}), fold {args.fold}, "
                 f"validation selection, seeds {args.seeds}: mean ± std over seeds.\n\n")
-        parts.append(head + to_markdown(table(df, "WA").reset_index()))
-        parts.append("Test UA (%), same runs.\n\n" + to_markdown(table(df, "UA").reset_index()))
+        conds = list(dict.fromkeys(df.condition))
+        for metric in ("WA", "UA"):
+            wide = table(df, conds, METHODS, metric).reset_index().rename(
+                columns={"variant": "method"})
+            parts.append((head if metric == "WA" else "Test UA (%), same runs.\n\n")
+                         + to_markdown(wide))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(args.out.with_suffix(".csv"), index=False)

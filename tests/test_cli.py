@@ -76,7 +76,7 @@ def test_train_errors_are_clear(run_dir, args, needle):
 
 
 def test_help_teaches():
-    for cmd in ("train", "evaluate", "synth", "convert", "quickstart"):
+    for cmd in ("train", "evaluate", "synth", "convert", "quickstart", "sweep", "report"):
         res = invoke(cmd, "--help")
         assert res.exit_code == 0 and len(res.output) > 300
     assert "Example" in invoke("train", "--help").output
@@ -148,3 +148,15 @@ def test_ablation_flags(run_dir):
     res = invoke("train", "--data", root / "data", "--method", "hardymer", "--out",
                  root / "x", "--ablation", "no-such")
     assert res.exit_code == 2 and "no-h-dir" in res.output
+
+
+@pytest.mark.slow
+def test_quickstart_ends_with_the_report(tmp_path):
+    """The README's main job, at a tiny budget: sweep, store, report, hardness."""
+    out = tmp_path / "qs"
+    res = invoke("quickstart", "--preset", "tiny", "--epochs", 1, "--out", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "| hardymer |" in res.output and "Paired differences" in res.output
+    for name in ("table.md", "table.tex", "published.md", "paired.md", "conditions.png",
+                 "hardness/hardymer/hardness.csv"):
+        assert (out / "report" / name).is_file(), name

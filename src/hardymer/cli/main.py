@@ -287,6 +287,97 @@ def hardness(
 
 
 @app.command()
+def sweep(
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=DATA_HELP),
+    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma-separated "
+                                          "methods; NAME:ABLATION for a HARDY-MER ablation "
+                                          "(hardymer:no-h-dir)."),
+    conditions: Optional[str] = typer.Option(None, "--conditions", "-c", help="Comma-separated "
+                                             "conditions (a, at, random:0.3, …) or 'all' "
+                                             "(the seven fixed ones)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated training seeds "
+                                        "[default: 0]."),
+    folds: Optional[str] = typer.Option(None, "--folds", help="'all' [default] or a "
+                                        "comma-separated list of fold ids."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="'val' [default] or "
+                                           "'paper' (best test epoch, the papers' rule)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (resumable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML grid: data, methods "
+                                          "(names or {name, method, set}), conditions, seeds, "
+                                          "folds, protocol, set; command-line values win."),
+    set_: list[str] = typer.Option([], "--set", help="Override for every method, e.g. --set "
+                                   "train.lr=1e-3, or for one: --set "
+                                   "zero-fill:train.epochs=[10] (repeatable)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (each gets "
+                                "cores/workers torch threads)."),
+    report: bool = typer.Option(True, help="Write the report into OUT/report when done."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    progress: bool = typer.Option(True, help="Show the progress bar (cells, with an ETA)."),
+) -> None:
+    """Run a grid: methods × conditions × folds × seeds, into one results store.
+
+    Every finished cell is a row of OUT/results.sqlite (config, metrics of the selected model,
+    selection protocol, seed, fold, timings, library versions). Killed? Re-run the same
+    command: finished cells are skipped and interrupted ones resume from their checkpoint.
+
+    \b
+    Examples:
+      hardymer sweep --data synth:tiny --methods momke,zero-fill --conditions a,at,random:0.3 \\
+          --seeds 0,1 --folds 0 --set momke:train.epochs=[5,5] \\
+          --set zero-fill:train.epochs=[10] --out sweeps/s1
+      hardymer sweep --data data/iemocap4 --methods momke,hardymer,hardymer:no-h \\
+          --conditions all --seeds 0,1,2 --workers 2 --out sweeps/iemocap
+      hardymer sweep --config grid.yaml --out sweeps/g
+    """
+    from ..training.sweep import load_spec, run_sweep
+    try:
+        spec = load_spec(config, data=data,
+                         methods=methods.split(",") if methods else None,
+                         conditions=conditions.split(",") if conditions else None,
+                         seeds=[int(x) for x in seeds.split(",")] if seeds else None,
+                         folds=folds, protocol=protocol, set=list(set_) or None,
+                         trust_pickle=trust_pickle or None)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(f"sweep: {', '.join(v.name for v in spec.methods)} × "
+               f"{', '.join(spec.conditions)} × folds {spec.folds} × seeds "
+               f"{', '.join(map(str, spec.seeds))} on {spec.data} -> {out}")
+    t0 = time.perf_counter()
+    try:
+        store = run_sweep(spec, out, workers=workers, progress=progress)
+    except (ValueError, KeyError) as err:
+        _fail(str(err))
+    typer.echo(f"{len(store)} cells in {out / 'results.sqlite'} "
+               f"({time.perf_counter() - t0:.0f} s)")
+    if report:
+        _write_report(out, out / "report")
+
+
+def _write_report(sweep_dir: Path, out: Path) -> dict:
+    from ..evaluation.sweep_report import ReportError, write_sweep_report
+    try:
+        res = write_sweep_report(sweep_dir, out)
+    except ReportError as err:
+        _fail(str(err))
+    typer.echo("\n" + res["text"])
+    typer.echo("wrote " + ", ".join(str(p) for p in res["paths"].values()))
+    return res
+
+
+@app.command("report")
+def report_cmd(
+    sweep_dir: Path = typer.Argument(..., help="A folder made by `hardymer sweep`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
+) -> None:
+    """Tables in the papers' layout (Markdown, CSV, LaTeX), ours beside the published figures,
+    paired statistics between methods, and plots — from a sweep's results store.
+
+    Example: hardymer report sweeps/s1 --out sweeps/s1/report
+    """
+    _write_report(sweep_dir, out)
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Run folder."),
     preset: str = typer.Option("demo", help="Synthetic preset to generate."),
@@ -300,49 +391,34 @@ def quickstart(
     """The README's main job: HARDY-MER vs MoMKE (and the zero-fill floor) on generated data.
 
     Generates an IEMOCAP-shaped data set with planted hardness (no download), writes it in
-    the generic format under OUT/data, trains each method on one fold under all seven
-    conditions with validation selection, prints the per-condition WA/UA table, writes it as
-    CSV/Markdown with a plot, and writes HARDY-MER's hardness table and plots under
-    OUT/hardness.
+    the generic format under OUT/data, runs a sweep of each method on one fold under all seven
+    conditions with validation selection (results store OUT/results.sqlite, run folders under
+    OUT/runs), and writes the report under OUT/report: the per-condition WA/UA table in the
+    papers' layout (Markdown, CSV, LaTeX), paired differences between the methods, ours beside
+    the published figures, a plot, and HARDY-MER's hardness tables and plots. Resumable.
     """
     from ..data.generic import write_generic
-    from ..data import open_data
     from ..data.synthetic import generate
-    from ..hardness.inspect import inspect_run
-    from ..training.config import load_run_config
-    from ..training.experiment import run_experiment
-    from ..protocol.conditions import all_fixed_conditions
+    from ..training.sweep import SweepSpec, Variant, run_sweep
     t0 = time.perf_counter()
     data_dir = out / "data"
     if not (data_dir / "dataset.json").is_file():
         write_generic(generate(preset, seed=0), data_dir, overwrite=True)
-    ds = open_data(str(data_dir))
-    typer.echo(ds.summary())
-    conds = all_fixed_conditions(ds.modalities)
-    common = ["train.lr=1e-3", "train.batch_size=8"]
-    plan = [("momke", [f"train.epochs={[epochs, epochs]}"]),
-            ("hardymer", [f"train.epochs={[epochs, epochs]}",
-                          f"model.teacher_epochs={[epochs, epochs]}"])]
+    variants = [Variant("momke", "momke", [f"train.epochs={[epochs, epochs]}"]),
+                Variant("hardymer", "hardymer", [f"train.epochs={[epochs, epochs]}",
+                                                 f"model.teacher_epochs={[epochs, epochs]}"])]
     if zero_fill:
-        plan.insert(0, ("zero-fill", [f"train.epochs={[2 * epochs]}"]))
-    records = []
-    for method, extra in plan:
-        cfg = load_run_config(method, ds.family, extra + common)
-        typer.echo(f"training {method} ({', '.join(extra)}, lr 1e-3) on fold {fold}, "
-                   f"conditions {', '.join(c.name for c in conds)}")
-        records += run_experiment(cfg, ds, conds, [fold], out / method,
-                                  data_source=str(data_dir.resolve()), progress=progress)
-    from ..evaluation.report import to_markdown, write_report
-    header = (f"Synthetic preset {preset!r} (seed 0), fold {fold}, validation selection, "
-              f"{epochs} epochs per stage (lr 1e-3, batch 8: a demonstration budget, not the "
-              "papers'). Cells: test WA/UA/F1 in percent.\n")
-    wide, paths = write_report(records, ds.task, out, title="hardymer quickstart", header=header)
-    typer.echo("\n" + header + to_markdown(wide))
-    hard = inspect_run(out / "hardymer", out / "hardness", opener=lambda src: ds)
-    typer.echo("HARDY-MER hardness per condition:\n" + hard["text"])
-    typer.echo(f"table: {paths['md']}, {paths['csv']}; plot: {paths['png']}; hardness: "
-               f"{', '.join(str(p) for p in hard['paths'].values())}; "
-               f"{time.perf_counter() - t0:.0f} s")
+        variants.insert(0, Variant("zero-fill", "zero-fill", [f"train.epochs={[2 * epochs]}"]))
+    spec = SweepSpec(data=str(data_dir.resolve()), methods=variants, conditions=["all"],
+                     folds=str(fold), seeds=[0], protocol="val",
+                     set=["train.lr=1e-3", "train.batch_size=8"])
+    typer.echo(f"{preset!r} preset in {data_dir}; training "
+               f"{', '.join(v.name for v in variants)} on fold {fold} under all seven "
+               f"conditions ({epochs} epochs per stage, lr 1e-3, batch 8: a demonstration "
+               "budget, not the papers')")
+    run_sweep(spec, out, progress=progress)
+    _write_report(out, out / "report")
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s; report in {out / 'report'}")
 
 
 def main() -> None:  # pragma: no cover

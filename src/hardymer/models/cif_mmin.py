@@ -27,30 +27,18 @@ from torch import nn
 
 from ..data.dataset import Batch
 from .base import register_method, task_loss
-from .imagination import (FcClassifier, FcEncoder, ImaginationMethod, ResidualAE,
-                          SharedEncoder, flat, masked_mse, scatter)
+from .imagination import (FcClassifier, FcEncoder, ImaginationConfig, ImaginationMethod,
+                          ResidualAE, SharedEncoder, flat, masked_mse, scatter)
 
 
 @dataclass
-class CIFMMINConfig:
+class CIFMMINConfig(ImaginationConfig):
     """Defaults: ``CAP_utt_self_supervise.sh`` (stage 1) and ``CAP_CIF_MMIN.sh`` (stage 2)."""
 
-    embd_size: int = 128
-    encoder_depth: int = 2
-    encoder_dropout: float = 0.0
-    ae_layers: list[int] = field(default_factory=lambda: [256, 128, 64])
-    n_blocks: int = 5
-    cls_layers: list[int] = field(default_factory=lambda: [128, 128])
-    dropout: float = 0.5
-    pretrain_dropout: float = 0.3
     pair_weights: dict[str, float] = field(
         default_factory=lambda: {"t-v": 0.25, "a-t": 0.25, "a-v": 0.5})  # other pairs: 1/n
-    ce_weight: float = 1.0
     mse_weight: float = 8.0
     consistent_weight: float = 100.0
-    beta1: float = 0.5
-    beta1_pretrain: float = 0.9
-    pattern_training: bool = False
 
 
 def contrastive(p: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -234,7 +234,8 @@ class CPMNets(Method):
 
     # --- Method API ---------------------------------------------------------------------------
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.predict(self.table_latents(batch) if self.training else self.fit_latents(batch))
+        h = self.table_latents(batch) if self.training else self.fit_latents(batch)
+        return self.predict(h)
 
     def stage_loss(self, batch: Batch, stage: Stage):
         h = self.table_latents(batch)

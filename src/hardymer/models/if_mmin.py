@@ -18,7 +18,7 @@ define, so its invariant weight stays at the code's default 1.0 — ours too. Ot
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch
@@ -26,30 +26,17 @@ from torch import nn
 
 from ..data.dataset import Batch
 from .base import register_method, task_loss
-from .imagination import (FcClassifier, ImaginationMethod, ResidualAE, SharedEncoder, flat,
-                          masked_mse, scatter)
+from .imagination import (FcClassifier, ImaginationConfig, ImaginationMethod, ResidualAE,
+                          SharedEncoder, flat, masked_mse, scatter)
 
 
 @dataclass
-class IFMMINConfig:
+class IFMMINConfig(ImaginationConfig):
     """Defaults: ``CAP_utt_shared.sh`` (stage 1) and ``CAP_IFMMIN.sh`` (stage 2)."""
 
-    embd_size: int = 128
-    encoder_depth: int = 2
-    encoder_dropout: float = 0.0
-    ae_layers: list[int] = field(default_factory=lambda: [256, 128, 64])
-    n_blocks: int = 5
-    cls_layers: list[int] = field(default_factory=lambda: [128, 128])
-    dropout: float = 0.5
-    pretrain_dropout: float = 0.3
     cmd_moments: int = 5
     cmd_weight: float = 1.0
-    ce_weight: float = 1.0
-    mse_weight: float = 1.0
     invariant_weight: float = 1.0
-    beta1: float = 0.5
-    beta1_pretrain: float = 0.9
-    pattern_training: bool = False
 
 
 def cmd(x1: torch.Tensor, x2: torch.Tensor, moments: int = 5) -> torch.Tensor:

@@ -28,6 +28,7 @@ clips the global norm, ``train.grad_clip``) and its selection on the *validation
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import torch
@@ -35,6 +36,25 @@ from torch import nn
 
 from ..data.dataset import Batch
 from .base import Method, Stage, task_loss
+
+
+@dataclass
+class ImaginationConfig:
+    """Fields every MMIN-family method has; defaults are MMIN's IEMOCAP scripts'."""
+
+    embd_size: int = 128                       # per modality (--embd_size_{a,v,l})
+    encoder_depth: int = 2                     # ours: MLP encoders (GCNet's port: FC 128,128)
+    encoder_dropout: float = 0.0
+    ae_layers: list[int] = field(default_factory=lambda: [256, 128, 64])
+    n_blocks: int = 5
+    cls_layers: list[int] = field(default_factory=lambda: [128, 128])
+    dropout: float = 0.5                       # stage-2 classifier
+    pretrain_dropout: float = 0.3              # stage-1 classifier
+    ce_weight: float = 1.0
+    mse_weight: float = 1.0                    # imagination loss
+    beta1: float = 0.5                         # Adam β1, stage 2 (reference option default)
+    beta1_pretrain: float = 0.9                # Adam β1, stage 1 (--beta1 in stage-1 scripts)
+    pattern_training: bool = False             # MMIN's own scheme: random incomplete patterns
 
 
 class FcEncoder(nn.Sequential):

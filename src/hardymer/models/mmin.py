@@ -18,33 +18,22 @@ every method trains under the same condition.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ..data.dataset import Batch
 from .base import register_method, task_loss
-from .imagination import FcClassifier, ImaginationMethod, ResidualAE, flat, masked_mse, scatter
+from .imagination import (FcClassifier, ImaginationConfig, ImaginationMethod, ResidualAE, flat,
+                          masked_mse, scatter)
 
 
 @dataclass
-class MMINConfig:
+class MMINConfig(ImaginationConfig):
     """Defaults: the reference's IEMOCAP scripts (``CAP_utt_fusion.sh``, ``CAP_mmin.sh``)."""
 
-    embd_size: int = 128                       # per modality
-    encoder_depth: int = 2                     # ours: MLP encoders (GCNet's port: FC 128,128)
-    encoder_dropout: float = 0.0
-    ae_layers: list[int] = field(default_factory=lambda: [256, 128, 64])
-    n_blocks: int = 5
-    cls_layers: list[int] = field(default_factory=lambda: [128, 128])
-    dropout: float = 0.5                       # stage-2 classifier
-    pretrain_dropout: float = 0.3              # stage-1 classifier
-    ce_weight: float = 1.0
     mse_weight: float = 4.0
     cycle_weight: float = 2.0
-    beta1: float = 0.5                         # Adam β1, stage 2 (reference default)
-    beta1_pretrain: float = 0.9                # Adam β1, stage 1 (utt_fusion script)
-    pattern_training: bool = False
 
 
 @register_method("mmin")

@@ -1,0 +1,125 @@
+"""Sweeps and reports: a grid run, killed part-way, resumed without recomputing, reported; the
+report's numbers are the store's."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hardymer.cli.main import app
+from hardymer.evaluation.store import ResultsStore
+from hardymer.evaluation.sweep_report import ReportError, write_sweep_report
+from hardymer.training import sweep as sweep_mod
+from hardymer.training.sweep import load_spec, run_sweep
+
+SETS = ["momke:train.epochs=[1,2]", "momke:model.hidden=16", "momke:model.depth=1",
+        "zero-fill:train.epochs=[3]", "train.lr=1e-3", "train.batch_size=8"]
+
+
+def tiny_spec(**kw):
+    args = dict(data="synth:tiny", methods=["momke", "zero-fill"], conditions=["at", "random:0.4"],
+                seeds=[0, 1], folds="0", set=SETS)
+    args.update(kw)
+    return load_spec(None, **args)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A sweep interrupted after 3 stored cells, then resumed to the end."""
+    out = tmp_path_factory.mktemp("sweep")
+    seen = []
+
+    def kill_after_3(row):
+        seen.append(row)
+        if len(seen) == 3:
+            raise Killed
+    with pytest.raises(Killed):
+        run_sweep(tiny_spec(), out, progress=False, on_cell=kill_after_3)
+    before = ResultsStore(out / "results.sqlite").frame()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/fold0/*/result.json")}
+    run_sweep(tiny_spec(), out, progress=False)
+    return out, before, stamps
+
+
+def test_killed_sweep_resumes_without_recomputing(finished, monkeypatch):
+    out, before, stamps = finished
+    assert len(before) == 3
+    after = ResultsStore(out / "results.sqlite").frame()
+    assert len(after) == 2 * 2 * 2                                    # methods × conds × seeds
+    keep = after.merge(before, on=["variant", "condition", "fold", "seed"], suffixes=("", "_0"))
+    assert (keep["test_WA"] == keep["test_WA_0"]).all()               # nothing lost or changed
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished: not retrained
+    calls = []
+    monkeypatch.setattr(sweep_mod, "_run_unit", lambda *a, **k: calls.append(a) or [])
+    run_sweep(tiny_spec(), out, progress=False)                       # all done: nothing runs
+    assert calls == []
+
+
+def test_store_rows_carry_provenance(finished):
+    out, _, _ = finished
+    df = ResultsStore(out / "results.sqlite").frame()
+    row = df.iloc[0]
+    assert row["protocol"] == "val" and row["data"] == "synth:tiny" and row["generated"] == 1
+    assert json.loads(row["config"])["method"] == row["method"]
+    assert {"torch", "hardymer", "numpy"} <= set(json.loads(row["versions"]))
+    assert row["seconds"] > 0 and {"val_WA", "test_WA", "test_UA", "test_F1"} <= set(df.columns)
+
+
+def test_report_numbers_are_the_stores(finished, tmp_path):
+    out, _, _ = finished
+    res = write_sweep_report(out, tmp_path / "report", hardness=False)
+    df = ResultsStore(out / "results.sqlite").frame()
+    table = pd.read_csv(tmp_path / "report" / "table.csv").set_index("method")
+    for method in ("momke", "zero-fill"):
+        vals = df[(df.variant == method) & (df.condition == "at")]["test_WA"] * 100
+        cell = table.loc[method, "at WA"].strip("*")
+        mean, std = (float(x) for x in cell.split(" ± "))
+        assert mean == pytest.approx(vals.mean(), abs=0.006)
+        assert std == pytest.approx(vals.std(ddof=1), abs=0.006)
+    # paired: momke − zero-fill over the one incomplete condition, per seed
+    paired = pd.read_csv(tmp_path / "report" / "paired.csv").iloc[0]
+    a = df[(df.variant == "momke") & (df.condition == "at")].sort_values("seed")["test_WA"]
+    b = df[(df.variant == "zero-fill") & (df.condition == "at")].sort_values("seed")["test_WA"]
+    assert paired["mean A − B"] == pytest.approx(100 * np.mean(a.values - b.values), abs=0.006)
+    assert paired["pairs"] == 2
+    md = (tmp_path / "report" / "table.md").read_text()
+    for must in ("Selection: val", "Seeds: 0, 1", "Folds: 0", "hardymer 0.", "synth:tiny"):
+        assert must in md
+    assert "\\textbf" in (tmp_path / "report" / "table.tex").read_text()
+    assert (tmp_path / "report" / "missing_rate.png").stat().st_size > 0
+    assert (tmp_path / "report" / "conditions.png").stat().st_size > 0
+    assert "Paired differences" in res["text"]
+
+
+def test_grid_clash_and_bad_input(finished, tmp_path):
+    out, _, _ = finished
+    with pytest.raises(ValueError, match="another data set, protocol or method"):
+        run_sweep(tiny_spec(set=SETS + ["momke:model.router=false"]), out, progress=False)
+    with pytest.raises(ValueError, match="only hardymer takes an ablation"):
+        tiny_spec(methods=["momke:no-h"])
+    with pytest.raises(ValueError, match="no method named 'mmin'"):
+        tiny_spec(set=["mmin:train.epochs=[1,1]"])
+    with pytest.raises(ReportError, match="hardymer sweep"):
+        write_sweep_report(tmp_path, tmp_path / "r")
+
+
+def test_cli_sweep_from_config_file_with_parallel_workers(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("data: synth:tiny\nmethods:\n  - zero-fill\n"
+                    "  - {name: wide, method: zero-fill, set: [model.hidden=64]}\n"
+                    "conditions: [t]\nseeds: [0]\nfolds: '0'\n"
+                    "set: ['train.epochs=[2]']\n")
+    res = CliRunner().invoke(app, ["sweep", "--config", str(grid), "--out", str(tmp_path / "s"),
+                                   "--workers", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    df = ResultsStore(tmp_path / "s" / "results.sqlite").frame()
+    assert sorted(df.variant) == ["wide", "zero-fill"]
+    assert "| wide |" in (tmp_path / "s" / "report" / "table.md").read_text()
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nothing"), "--out",
+                                   str(tmp_path / "r")])
+    assert res.exit_code == 2 and "hardymer sweep" in res.output
