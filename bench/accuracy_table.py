@@ -62,9 +62,11 @@ def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str
 
 def run_grid(preset: str, dims: tuple[int, ...], seeds: list[int],
              configs: dict[str, tuple[str, list[str]]], fold: int, out_dir: Path | None,
-             metrics: tuple[str, ...] = ("WA",)) -> pd.DataFrame:
+             metrics: tuple[str, ...] = ("WA",), data_overrides: dict | None = None
+             ) -> pd.DataFrame:
     """Each named (method, overrides) on one fold, all seven conditions, every seed.
 
+    ``data_overrides``: generator fields to change (e.g. ``{"persistence": 0.0}``).
     Returns one row per (variant, seed, condition) with the test metrics in percent.
     """
     from hardymer.data.synthetic import generate
@@ -72,7 +74,7 @@ def run_grid(preset: str, dims: tuple[int, ...], seeds: list[int],
     from hardymer.training.config import load_run_config
     from hardymer.training.experiment import run_experiment
 
-    ds = generate(preset, seed=0, dims=dims)
+    ds = generate(preset, seed=0, dims=dims, **(data_overrides or {}))
     conds = all_fixed_conditions(ds.modalities)
     rows = []
     for seed in seeds:

@@ -14,6 +14,8 @@ Usage::
     python bench/baselines_table.py                         # both parts, seeds 0 1 2
     python bench/baselines_table.py --methods mmin gcnet --seeds 0
     python bench/baselines_table.py --skip-speed --out docs/baselines-table.md
+    python bench/baselines_table.py --methods gcnet momke --seeds 0 --skip-speed \
+        --data-set persistence=0.0          # control: no emotion persistence in dialogues
 """
 from __future__ import annotations
 
@@ -46,9 +48,10 @@ BUDGET = {
 
 
 def accuracy(preset: str, dims: tuple[int, ...], seeds: list[int], methods: list[str],
-             fold: int, runs: Path | None) -> pd.DataFrame:
+             fold: int, runs: Path | None, data_overrides: dict | None = None) -> pd.DataFrame:
     configs = {name: (name, BUDGET[name]) for name in methods}
-    return run_grid(preset, dims, seeds, configs, fold, runs, metrics=("WA", "UA"))
+    return run_grid(preset, dims, seeds, configs, fold, runs, metrics=("WA", "UA"),
+                    data_overrides=data_overrides)
 
 
 def speed(preset: str, methods: list[str]) -> pd.DataFrame:
@@ -108,6 +111,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD")
     ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--data-set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="Generator fields for the accuracy part, e.g. persistence=0.0 (no "
+                         "emotion persistence in dialogues: a control for context use).")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="Markdown file for the tables "
@@ -118,9 +124,13 @@ def main() -> None:
     parts = []
     if not args.skip_accuracy:
         dims = tuple(int(x) for x in args.dims.split(","))
-        df = accuracy(args.preset, dims, args.seeds, args.methods, args.fold, args.runs)
-        head = (f"Test WA (%) on synthetic {args.preset} (dims {args.dims}), fold {args.fold}, "
-                f"validation selection, seeds {args.seeds}: mean ± std over seeds.\n\n")
+        overrides = {k: float(v) for k, v in (x.split("=", 1) for x in args.data_set)}
+        df = accuracy(args.preset, dims, args.seeds, args.methods, args.fold, args.runs,
+                      overrides)
+        changed = f", generator {overrides}" if overrides else ""
+        head = (f"Test WA (%) on synthetic {args.preset} (dims {args.dims}{changed}), fold "
+                f"{args.fold}, validation selection, seeds {args.seeds}: mean ± std over "
+                "seeds.\n\n")
         conds = list(dict.fromkeys(df.condition))
         for metric in ("WA", "UA"):
             wide = table(df, conds, METHODS, metric).reset_index().rename(

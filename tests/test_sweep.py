@@ -123,3 +123,24 @@ def test_cli_sweep_from_config_file_with_parallel_workers(tmp_path):
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nothing"), "--out",
                                    str(tmp_path / "r")])
     assert res.exit_code == 2 and "hardymer sweep" in res.output
+
+
+def test_published_rows_match_method_and_ablation_names():
+    from hardymer.evaluation.published import load_published
+    from hardymer.evaluation.report import summarize
+    from hardymer.evaluation.sweep_report import published_comparison
+    recs = [{"method": m, "base_method": "hardymer", "condition": "at", "fold": 0, "seed": 0,
+             "test_WA": 0.5, "test_UA": 0.4, "test_F1": 0.45, "family": "iemocap",
+             "n_classes": 4, "task": "classification", "generated": 0}
+            for m in ("hardymer", "hardymer:no-h", "hardymer-wide")]
+    df, note = published_comparison(summarize(recs, "classification"), recs,
+                                    ["hardymer", "hardymer:no-h", "hardymer-wide"])
+    pub = load_published().query("dataset == 'iemocap4' and condition == 'at' and metric == 'WA'")
+    got = df.query("metric == 'WA'").set_index(["method", "source"])["published"]
+    want_full = pub.query("method == 'hardymer'").set_index("source")["value"] * 100
+    want_noh = pub.query("method == 'hardymer w/o h'")["value"].iloc[0] * 100
+    assert got.loc["hardymer"].round(2).to_dict() == want_full.round(2).to_dict()
+    assert float(got.loc["hardymer:no-h"].iloc[0]) == pytest.approx(want_noh, abs=0.005)
+    assert "hardymer-wide" not in set(df["method"])          # a custom variant: no comparison
+    row = df.query("method == 'hardymer:no-h' and metric == 'WA'").iloc[0]
+    assert row["ours − published"] == pytest.approx(50.0 - want_noh, abs=0.01)
