@@ -176,3 +176,42 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     cols = ["variant", "condition", "fold", "seed", "test_WA", "test_UA", "val_WA"]
     pd.testing.assert_frame_equal(got[cols].reset_index(drop=True),
                                   whole[cols].reset_index(drop=True))
+
+
+def test_grid_file_scalars_and_duplicates(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("data: synth:tiny\nmethods: zero-fill\nconditions: at\nseeds: 0\n"
+                    "folds: [0, 1]\nset: train.epochs=[1]\n")
+    spec = load_spec(grid)
+    assert [v.name for v in spec.methods] == ["zero-fill"] and spec.conditions == ["at"]
+    assert spec.seeds == [0] and spec.folds == "0,1" and spec.set == ["train.epochs=[1]"]
+    spec = load_spec(None, data="synth:tiny", methods=["momke"], seeds=[1, 1, 0], folds="2,2")
+    assert spec.seeds == [1, 0] and spec.folds == "2"
+    with pytest.raises(ValueError, match="seeds"):
+        load_spec(None, data="synth:tiny", methods=["momke"], seeds=["x"])
+
+
+def test_method_definitions_are_checked_against_every_earlier_run(tmp_path):
+    out = tmp_path / "s"
+    quick = dict(conditions=["t"], seeds=[0], set=["train.epochs=[1]"])
+    run_sweep(tiny_spec(methods=["zero-fill"], **quick), out, progress=False)
+    run_sweep(tiny_spec(methods=["zero-fill"], **quick), out, progress=False)  # same: fine
+    grid = json.loads((out / "sweep.json").read_text())
+    assert [m["name"] for m in grid["methods"]] == ["zero-fill"]
+    with pytest.raises(ValueError, match="method"):   # same name, another definition
+        run_sweep(tiny_spec(methods=["zero-fill"], conditions=["t"], seeds=[1],
+                            set=["train.epochs=[1]", "zero-fill:model.hidden=64"]),
+                  out, progress=False)
+
+
+def test_report_canonical_conditions_and_fair_pairs():
+    from hardymer.evaluation.report import canonical_condition
+    from hardymer.evaluation.sweep_report import paired_differences
+    assert [canonical_condition(c) for c in ("vt", "avt", "ta", "at", "random:0.3")] == \
+        ["tv", "atv", "at", "at", "random:0.3"]
+    # B lacks condition t for seed 1: that pair must not count (identical models -> 0).
+    recs = [{"method": m, "condition": c, "fold": 0, "seed": s, "test_WA": v}
+            for m in ("A", "B") for s in (0, 1) for c, v in (("a", 0.5), ("t", 0.9))
+            if not (m == "B" and s == 1 and c == "t")]
+    df, _ = paired_differences(recs, "classification", ["A", "B"])
+    assert df.iloc[0]["pairs"] == 1 and df.iloc[0]["mean A − B"] == 0.0

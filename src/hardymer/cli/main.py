@@ -391,9 +391,9 @@ def quickstart(
     """The README's main job: HARDY-MER vs MoMKE (and the zero-fill floor) on generated data.
 
     Generates an IEMOCAP-shaped data set with planted hardness (no download), writes it in
-    the generic format under OUT/data, runs a sweep of each method on one fold under all seven
-    conditions with validation selection (results store OUT/results.sqlite, run folders under
-    OUT/runs), and writes the report under OUT/report: the per-condition WA/UA table in the
+    the generic format under OUT/data-PRESET, runs a sweep of each method on one fold under
+    all seven conditions with validation selection (results store OUT/results.sqlite, run
+    folders under OUT/runs), and writes the report under OUT/report: the per-condition WA/UA table in the
     papers' layout (Markdown, CSV, LaTeX), paired differences between the methods, ours beside
     the published figures, a plot, and HARDY-MER's hardness tables and plots. Resumable.
     """
@@ -401,7 +401,7 @@ def quickstart(
     from ..data.synthetic import generate
     from ..training.sweep import SweepSpec, Variant, run_sweep
     t0 = time.perf_counter()
-    data_dir = out / "data"
+    data_dir = out / f"data-{preset}"
     if not (data_dir / "dataset.json").is_file():
         write_generic(generate(preset, seed=0), data_dir, overwrite=True)
     variants = [Variant("momke", "momke", [f"train.epochs={[epochs, epochs]}"]),
@@ -416,7 +416,10 @@ def quickstart(
                f"{', '.join(v.name for v in variants)} on fold {fold} under all seven "
                f"conditions ({epochs} epochs per stage, lr 1e-3, batch 8: a demonstration "
                "budget, not the papers')")
-    run_sweep(spec, out, progress=progress)
+    try:
+        run_sweep(spec, out, progress=progress)
+    except ValueError as err:
+        _fail(f"{err} (e.g. --out runs/quickstart-{preset}-{epochs})")
     _write_report(out, out / "report")
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s; report in {out / 'report'}")
 

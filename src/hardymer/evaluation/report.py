@@ -24,9 +24,18 @@ def condition_order(names) -> list[str]:
     return fixed + rest
 
 
+def canonical_condition(name: str) -> str:
+    """Fixed conditions over modalities a, t, v in the papers' letter order (``vt`` -> ``tv``,
+    ``avt`` -> ``atv``), whatever the data set's modality order; other names unchanged."""
+    if name and set(name) <= set("atv") and len(set(name)) == len(name):
+        return "".join(m for m in "atv" if m in name)
+    return name
+
+
 def summarize(records: list[dict], task: str) -> pd.DataFrame:
     """Long table: method, condition, metric, mean, std, n (folds × seeds)."""
     df = pd.DataFrame(records)
+    df["condition"] = df["condition"].map(canonical_condition)
     metrics = [m for m in metric_names(task) if f"test_{m}" in df]
     long = df.melt(id_vars=["method", "condition", "fold", "seed"],
                    value_vars=[f"test_{m}" for m in metrics], var_name="metric")

@@ -2,8 +2,9 @@
 
 ``<name>.safetensors`` holds the model (``model.*``), the optimizer's per-parameter state
 (``optim.<i>.<key>``) and the RNG states (``rng.*``); ``<name>.json`` holds counters, the
-optimizer's hyper-parameters and the trainer's bookkeeping. Both are written to a temporary
-file and renamed, JSON last, so a checkpoint is either complete or absent.
+optimizer's hyper-parameters and the trainer's bookkeeping — for people and tools; the same
+state is embedded in the tensor file's metadata, which loading trusts. Both are written to a
+temporary file and renamed, JSON last, so a checkpoint is either complete or absent.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..fileio import atomic_write_json
@@ -36,7 +38,9 @@ def save_checkpoint(path_stem: Path, model: torch.nn.Module,
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     tmp = path_stem.with_name(f".{path_stem.name}.safetensors.tmp{os.getpid()}")
-    save_file(tensors, str(tmp))
+    # The state also travels inside the tensor file: a kill between the two renames below
+    # cannot pair new weights with an old epoch counter (load trusts the embedded copy).
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(meta, default=str)})
     os.replace(tmp, path_stem.with_suffix(".safetensors"))
     atomic_write_json(path_stem.with_suffix(".json"), meta)
 
@@ -51,7 +55,10 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module,
                     restore_rng: bool = False) -> dict:
     """Load weights (and optimizer state, RNG) in place; returns the JSON state."""
     path_stem = Path(path_stem)
-    meta = json.loads(path_stem.with_suffix(".json").read_text())
+    with safe_open(str(path_stem.with_suffix(".safetensors")), "pt") as f:
+        embedded = (f.metadata() or {}).get("state")
+    meta = json.loads(embedded) if embedded else \
+        json.loads(path_stem.with_suffix(".json").read_text())
     tensors = load_file(str(path_stem.with_suffix(".safetensors")))
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_sd)

@@ -186,7 +186,15 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
 
 
 def _write_records(out: Path, records: list[dict]) -> None:
-    # Merge with records already on disk (other conditions run earlier into the same folder).
+    # Merge with records already on disk (other conditions or folds run earlier, or by another
+    # sweep worker, into the same folder); the lock makes the read-merge-write one step.
+    import fcntl
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_records(out, records)
+
+
+def _merge_records(out: Path, records: list[dict]) -> None:
     path = out / "results.jsonl"
     old = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
     key = lambda r: (r["fold"], r["condition"])  # noqa: E731

@@ -89,6 +89,12 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected "
                              f"{sorted(SweepSpec.__dataclass_fields__)}")
     raw.update({k: v for k, v in cli.items() if v not in (None, [], "")})
+    for k in ("methods", "conditions", "seeds", "set"):
+        raw[k] = _as_list(raw.get(k), k)
+    if isinstance(raw.get("folds"), (list, tuple)):
+        raw["folds"] = ",".join(str(f) for f in raw["folds"])
+    if raw.get("folds") is None:
+        raw.pop("folds", None)
     methods = []
     for m in raw.pop("methods", []):
         if isinstance(m, str):
@@ -120,9 +126,30 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
             raise ValueError(f"--set {item!r}: no method named {name!r} in {names}")
         next(v for v in spec.methods if v.name == name).set.append(f"{key}={value}")
     spec.set = common
-    spec.seeds = [int(s) for s in spec.seeds]
+    try:
+        spec.seeds = list(dict.fromkeys(int(s) for s in spec.seeds))
+    except (TypeError, ValueError):
+        raise ValueError(f"seeds: expected integers, got {spec.seeds!r}") from None
+    spec.conditions = list(dict.fromkeys(str(c) for c in spec.conditions))
     spec.folds = str(spec.folds)
+    if spec.folds != "all":
+        try:
+            spec.folds = ",".join(dict.fromkeys(str(int(x)) for x in spec.folds.split(",")))
+        except ValueError:
+            raise ValueError(f"folds: 'all' or comma-separated fold ids, got "
+                             f"{spec.folds!r}") from None
     return spec
+
+
+def _as_list(value, name: str) -> list:
+    """A grid field as a list: YAML scalars and comma-separated strings become lists."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()] if name != "set" else [value]
+    if isinstance(value, (int, float, dict)):
+        return [value]
+    return list(value)
 
 
 @dataclass
@@ -231,13 +258,18 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
         for u in todo:
             record(u, _run_unit(out, spec, u, None, progress=False))
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        try:
             pending = {pool.submit(_run_unit, out, spec, u, threads, False): u for u in todo}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     record(pending.pop(f), f.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # stop now; finished cells are kept
+            raise
+        pool.shutdown()
     bar.close()
     return store
 
@@ -256,4 +288,9 @@ def _check_grid(out: Path, spec: SweepSpec) -> None:
             raise ValueError(f"{out} holds a sweep with another data set, protocol or method "
                              f"definition ({sorted(clash) or 'data/protocol/set'}); use another "
                              "--out to start a new one")
+        # Every definition ever run stays recorded, so later runs are checked against all.
+        known = {m["name"] for m in want["methods"]}
+        want["methods"] = want["methods"] + [m for m in have["methods"] if m["name"] not in known]
+        for k in ("conditions", "seeds"):
+            want[k] = list(dict.fromkeys(have[k] + want[k]))
     atomic_write_json(path, want)
