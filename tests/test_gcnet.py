@@ -1,4 +1,5 @@
 """GCNet: masks, graphs within a dialogue, the reference's graph formulas, loss parts, trainer."""
+import copy
 import math
 
 import pytest
@@ -88,6 +89,29 @@ def test_prediction_uses_its_dialogue_only_and_padding_does_not_leak(toy):
     for x in b.x.values():
         x[~b.utt_mask] = 99.0
     assert torch.allclose(y3[b.utt_mask], m(b)[b.utt_mask], atol=1e-6)
+
+
+def test_shuffling_the_dialogue_matters_shuffling_another_does_not(toy):
+    """The issue's check, literally: reorder the *other* utterances of dialogue 0 (utterance 0
+    stays first, its own features unchanged) and its prediction moves; reorder dialogue 1 and
+    dialogue 0's predictions stay bit-identical."""
+    m = small(toy).eval()
+    b = batch_of(toy, "atv")
+    y = m(b)
+    g = torch.Generator().manual_seed(0)
+    n0, n1 = (int(b.utt_mask[i].sum()) for i in (0, 1))
+    perm0 = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(n0 - 1, generator=g)])
+    perm1 = torch.randperm(n1, generator=g)
+    shuffled = copy.deepcopy(b)
+    for m_ in shuffled.x:
+        shuffled.x[m_][0, :n0] = b.x[m_][0, perm0]
+    shuffled.speaker[0, :n0] = b.speaker[0, perm0]
+    assert not torch.allclose(y[0, 0], m(shuffled)[0, 0], atol=1e-4)
+    other = copy.deepcopy(b)
+    for m_ in other.x:
+        other.x[m_][1, :n1] = b.x[m_][1, perm1]
+    other.speaker[1, :n1] = b.speaker[1, perm1]
+    assert torch.equal(y[0], m(other)[0])
 
 
 def test_speakers_matter_and_unknown_speakers_work(toy):
