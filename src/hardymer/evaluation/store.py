@@ -74,7 +74,8 @@ class ResultsStore:
                         raise ValueError(f"unknown results column {k!r}")
                     con.execute(f'ALTER TABLE cells ADD COLUMN "{k}" REAL')
             names = list(row)
-            con.execute(f"INSERT OR REPLACE INTO cells ({', '.join(repr(n) for n in names)}) "
+            cols = ", ".join(f'"{n}"' for n in names)
+            con.execute(f"INSERT OR REPLACE INTO cells ({cols}) "
                         f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
 
     def keys(self) -> set[tuple]:

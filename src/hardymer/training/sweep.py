@@ -237,8 +237,8 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
             "versions": versions()}
 
     def record(unit: Unit, recs: list[dict]) -> None:
+        cfg = _config(spec, unit.variant, unit.seed, ds.family)
         for r in recs:
-            cfg = _config(spec, unit.variant, unit.seed, ds.family)
             row = {"variant": unit.variant.name, "method": unit.variant.method,
                    "data": spec.data, "condition": r["condition"], "fold": r["fold"],
                    "fold_name": r.get("fold_name"), "seed": unit.seed,
