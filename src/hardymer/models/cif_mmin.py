@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.dataset import Batch
 from .base import register_method, task_loss
-from .imagination import (FcClassifier, FcEncoder, ImaginationConfig, ImaginationMethod,
+from .imagination import (FcClassifier, ImaginationConfig, ImaginationMethod,
                           ResidualAE, SharedEncoder, flat, masked_mse, scatter)
 
 
@@ -62,9 +62,8 @@ class CIFMMIN(ImaginationMethod):
     def __init__(self, config: CIFMMINConfig, dims, n_outputs, task):
         super().__init__(config, dims, n_outputs, task)
         c, D = config, config.embd_size * len(dims)
-        make = lambda: nn.ModuleDict({m: FcEncoder(d, (c.embd_size,) * c.encoder_depth,  # noqa
-                                                   c.encoder_dropout) for m, d in dims.items()})
-        self.pre_con, self.con = make(), make()
+        # The consistent encoders read the raw features, like the task encoders.
+        self.pre_con, self.con = self.new_encoders(), self.new_encoders()
         self.heads = nn.ModuleDict({m: SharedEncoder(c.embd_size) for m in dims})
         self.log_scale = nn.Parameter(torch.tensor(1.0))  # τ; similarities scaled by exp(τ)
         self.pre_cls = FcClassifier(D, c.cls_layers, n_outputs, c.pretrain_dropout)

@@ -161,15 +161,17 @@ class ImaginationMethod(Method):
 
     def __init__(self, config, dims, n_outputs, task):
         super().__init__(config, dims, n_outputs, task)
-        c = config
-        self.embd = c.embd_size
+        self.embd = config.embd_size
         # Stage 1: full-modality encoders (frozen targets in stage 2); stage 2: its own copies.
-        self.pre_enc = nn.ModuleDict({m: FcEncoder(d, (c.embd_size,) * c.encoder_depth,
-                                                   c.encoder_dropout) for m, d in dims.items()})
-        self.enc = nn.ModuleDict({m: FcEncoder(d, (c.embd_size,) * c.encoder_depth,
-                                               c.encoder_dropout) for m, d in dims.items()})
+        self.pre_enc, self.enc = self.new_encoders(), self.new_encoders()
         self.register_buffer("stage2_initialised", torch.zeros((), dtype=torch.bool))
         self.register_buffer("patterns", incomplete_patterns(len(dims)), persistent=False)
+
+    def new_encoders(self) -> nn.ModuleDict:
+        """One MLP encoder per modality: (N, d_m) -> (N, embd_size)."""
+        c = self.config
+        return nn.ModuleDict({m: FcEncoder(d, (c.embd_size,) * c.encoder_depth,
+                                           c.encoder_dropout) for m, d in self.dims.items()})
 
     def stages(self, epochs: list[int]) -> list[Stage]:
         e1, e2 = epochs
