@@ -53,6 +53,11 @@ def list_cmd() -> None:
     typer.echo("methods:  " + ", ".join(list_methods()))
     typer.echo("synthetic presets:  " + ", ".join(list_presets()))
     typer.echo("conditions:  a, t, v, at, av, tv, atv (available modalities), all, random:P")
+    from ..features.extractors import MODALITIES, list_extractors
+    for m, name in MODALITIES.items():
+        typer.echo(f"{name} extractors:  " + ", ".join(
+            f"{n} ({cls.__doc__.splitlines()[0].strip()})"
+            for n, cls in list_extractors(m).items()))
 
 
 @app.command()
@@ -422,6 +427,9 @@ def quickstart(
         _fail(f"{err} (e.g. --out runs/quickstart-{preset}-{epochs})")
     _write_report(out, out / "report")
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s; report in {out / 'report'}")
+
+
+from . import media  # noqa: E402,F401  (registers extract and predict)
 
 
 def main() -> None:  # pragma: no cover

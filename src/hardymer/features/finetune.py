@@ -61,8 +61,9 @@ def _split_rows(dataset: MERDataset, seqs: np.ndarray, m_i: int) -> np.ndarray:
 
 def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray,
                       val_seqs: np.ndarray, cfg: FinetuneConfig, device: torch.device,
-                      progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Fine-tune one modality; returns the (N, d) fine-tuned features of every utterance.
+                      progress: bool = False) -> tuple[np.ndarray, dict, FeatureFinetuner]:
+    """Fine-tune one modality; returns the (N, d) fine-tuned features of every utterance, a
+    report, and the selected network (which maps any new utterance the same way).
 
     Rows where the data lacks the modality stay zero (and stay marked unavailable).
     """
@@ -113,12 +114,12 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
         sub = replace(cfg, crossfit=0)
         for i, held in enumerate(parts):
             rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
-            part_feats, _ = finetune_modality(dataset, modality, rest, val_seqs, sub, device)
+            part_feats, _, _ = finetune_modality(dataset, modality, rest, val_seqs, sub, device)
             rows = dataset.rows_of(held)
             feats[rows] = part_feats[rows]
     feats[~dataset.available[:, m_i]] = 0.0
     return feats, {"selected_epoch": best_epoch, "val": history[best_epoch - 1]
-                   if history else {}, "n_train": int(len(tr))}
+                   if history else {}, "n_train": int(len(tr))}, net
 
 
 @torch.no_grad()
@@ -158,15 +159,33 @@ def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.
         have = json.loads(meta_path.read_text())
         if {k: have.get(k) for k in want} == want:
             return {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
-    out, report = {}, {}
+    out, report, nets = {}, {}, {}
     for m in dataset.modalities:
-        out[m], report[m] = finetune_modality(dataset, m, train_seqs, val_seqs, cfg, device,
-                                              progress)
+        out[m], report[m], nets[m] = finetune_modality(dataset, m, train_seqs, val_seqs, cfg,
+                                                       device, progress)
     if workdir is not None:
+        from safetensors.torch import save_file
         workdir.mkdir(parents=True, exist_ok=True)
         for m, x in out.items():
             tmp = workdir / f".{m}.tmp.npy"
             np.save(tmp, x)
             tmp.replace(workdir / f"{m}.npy")
+            # The encoder too: `hardymer predict` maps new utterances with it.
+            state = {k: v.detach().cpu().contiguous() for k, v in nets[m].state_dict().items()}
+            save_file(state, workdir / f".{m}.tmp.safetensors")
+            (workdir / f".{m}.tmp.safetensors").replace(workdir / f"{m}.safetensors")
         atomic_write_json(meta_path, {**want, "modalities": report})  # written last: the marker
     return out
+
+
+def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> FeatureFinetuner:
+    """The fold's saved fine-tuning network of one modality (eval mode), for new utterances."""
+    from safetensors.torch import load_file
+    path = Path(workdir) / f"{modality}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: this run's fine-tuning networks were not "
+                                "saved (made by hardymer < 0.2?); retrain to predict new "
+                                "utterances")
+    net = FeatureFinetuner(dim, n_outputs, dropout=0.0)
+    net.load_state_dict(load_file(path))
+    return net.eval()

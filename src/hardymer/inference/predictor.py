@@ -1,0 +1,365 @@
+"""Predict the emotion of new utterances with a trained run, from whatever modalities exist.
+
+:func:`load` opens a run folder made by ``hardymer train`` on a data set made by
+``hardymer extract``; the data set's provenance names the extractors, so a new clip goes
+through exactly the extraction the model was trained on. For each utterance::
+
+    given media -> extract (the run's extractors) -> [HARDY-MER: the fold's fine-tuning nets]
+      -> the model trained under that missing pattern -> class probabilities
+      -> nearest training utterances (FAISS, same modalities, same feature space) + their labels
+      -> HARDY-MER: estimated hardness = mean curriculum hardness h of those neighbours
+
+Which model answers: the cell trained under exactly the given pattern (``at`` for audio +
+text) when the run has it, else one trained under ``random:p``, else the full-modality one,
+else the first; the answer says which (``model.trained_on``, ``model.match``).
+
+Hardness of a *new* sample cannot be computed as in training: h_dir needs the true values of
+the missing modalities, which a deployment sample does not have. The estimate is the mean h of
+its nearest training neighbours under the same pattern, as the fold's curriculum plan scored
+them (spec §1.3); it says how hard comparable training cases were.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.dataset import MERDataset, collate
+from ..features.extract import run_extractor, utterances_of
+from ..features.extractors import MODALITIES, Utterance, create_extractor
+from ..features.manifest import Manifest, read_manifest
+from ..protocol.conditions import canonical_name, parse_condition
+from ..protocol.splits import make_folds
+from ..training.checkpoint import checkpoint_exists, load_checkpoint
+from ..training.config import RunConfig
+from ..training.experiment import build_method, cell_dir, shared_dir
+from ..training.trainer import resolve_device
+
+NAMES = {v: k for k, v in MODALITIES.items()}   # "audio" -> "a"
+
+
+class PredictError(ValueError):
+    """The run or the request does not allow a prediction (message says what to do)."""
+
+
+def load(run: str | Path, fold: int | None = None, device: str = "auto") -> "Predictor":
+    """Open a trained run for prediction (see :class:`Predictor`)."""
+    return Predictor(run, fold=fold, device=device)
+
+
+class Predictor:
+    """A trained run, ready to predict new utterances.
+
+    Parameters
+    ----------
+    run : run folder (``run.json``) trained on a data set made by ``hardymer extract``
+    fold : which fold's models answer (default: the run's first fold)
+    device : "auto" (CUDA when available), "cpu", "cuda", …
+
+    Examples
+    --------
+    >>> import hardymer                                                  # doctest: +SKIP
+    >>> p = hardymer.load("runs/mine")                                   # doctest: +SKIP
+    >>> p.predict(audio="clip.wav", text="I can't believe it")           # doctest: +SKIP
+    {'prediction': 'happy', 'probabilities': {...}, 'modalities': ['audio', 'text'], ...}
+    """
+
+    def __init__(self, run: str | Path, fold: int | None = None, device: str = "auto"):
+        from ..data import open_data
+        from ..data.validate import DataError
+        self.run = Path(run)
+        meta_path = self.run / "run.json"
+        if not meta_path.is_file():
+            raise PredictError(f"{meta_path} not found: pass a run folder made by "
+                               "`hardymer train`")
+        self.meta = json.loads(meta_path.read_text())
+        self.cfg = RunConfig.from_dict(self.meta["config"])
+        try:
+            self.dataset = open_data(self.meta["data"], mmap=True)
+        except (DataError, FileNotFoundError) as err:
+            raise PredictError(f"cannot reopen the run's data {self.meta['data']!r}: {err}") \
+                from err
+        ds = self.dataset
+        prov = (ds.meta.get("extraction") or {}).get("extractors")
+        if not prov:
+            raise PredictError(f"{self.run} was trained on {self.meta['data']!r}, whose features "
+                               "were not made by `hardymer extract`, so there are no extractors "
+                               "to turn new media into the same features. Train on a data set "
+                               "made by `hardymer extract` (or use `hardymer evaluate` on "
+                               "feature data).")
+        self.extractors = {}
+        for m in ds.modalities:
+            ex = create_extractor(prov[m]["spec"], prov[m]["modality"])
+            if ex.dim != ds.dims[m]:
+                raise PredictError(f"extractor {ex.spec!r} gives {ex.dim} values but the run's "
+                                   f"data have {ds.dims[m]} for modality {m!r}")
+            self.extractors[m] = ex
+        folds = make_folds(ds, val_fraction=self.cfg.train.val_fraction,
+                           seed=self.cfg.train.split_seed)
+        fold = self.meta["folds"][0] if fold is None else fold
+        if fold not in self.meta["folds"]:
+            raise PredictError(f"fold {fold} was not trained in {self.run}; trained folds: "
+                               f"{self.meta['folds']}")
+        self.fold = folds[fold]
+        self.device = resolve_device(device if device != "auto" else self.cfg.train.device)
+        from ..models.base import get_method_class
+        cls = get_method_class(self.cfg.method)
+        self._method_cls = cls
+        self._workdir = shared_dir(self.run, self.fold.index, self.cfg.method)
+        try:
+            self.reference = cls.test_time_dataset(cls.Config(**self.cfg.model), ds,
+                                                   self._workdir)
+        except FileNotFoundError as err:
+            raise PredictError(str(err)) from err
+        self._models: dict[str, torch.nn.Module] = {}
+        self._databases: dict[tuple, tuple] = {}
+        self.train_ids = ds.rows_of(self.fold.train)
+
+    # --- what answers ----------------------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.dataset.modalities
+
+    def _cell_for(self, keep: tuple[str, ...]) -> tuple[str, str]:
+        """(trained condition, match kind) of the model that answers pattern ``keep``."""
+        mods = self.modalities
+        trained = self.meta["conditions"]
+        exact = canonical_name(keep, mods)
+        if exact in trained:
+            return exact, "exact"
+        rand = [c for c in trained if c.startswith("random")]
+        if rand:
+            return rand[0], "random missingness"
+        full = canonical_name(mods, mods)
+        if full in trained:
+            return full, "full-modality model"
+        return trained[0], "other pattern"
+
+    def _model(self, condition: str):
+        if condition not in self._models:
+            stem = cell_dir(self.run, self.fold.index,
+                            parse_condition(condition, self.modalities)) / "best"
+            if not checkpoint_exists(stem):
+                raise PredictError(f"{stem}.safetensors missing: fold {self.fold.index} under "
+                                   f"{condition} has not finished (re-run the train command)")
+            method = build_method(self.cfg, self.reference)
+            load_checkpoint(stem, method)
+            self._models[condition] = method.to(self.device).eval()
+        return self._models[condition]
+
+    # --- prediction ------------------------------------------------------------------------
+    def predict(self, audio: str | Path | None = None, text: str | None = None,
+                video: str | Path | None = None, start: float | None = None,
+                end: float | None = None, neighbours: int = 5) -> dict:
+        """Predict one utterance from any subset of its modalities.
+
+        Returns a dict: ``prediction``, ``probabilities`` (classification) or ``value``,
+        ``modalities`` used, ``missing``, ``model`` (fold, condition trained on, match),
+        ``hardness`` (HARDY-MER runs), ``neighbours`` (utterance_id, label, distance), and
+        ``extraction`` (what happened to each given modality).
+        """
+        item = Utterance("query", audio=Path(audio) if audio else None,
+                         video=Path(video) if video else None,
+                         text=text if text and text.strip() else None, start=start, end=end)
+        if item.audio is None and item.video is None and item.text is None:
+            raise PredictError("nothing to predict from: give at least one of audio, text, "
+                               "video")
+        result = self.predict_items([item], ["query"], neighbours=neighbours)[0]
+        if "error" in result:
+            raise PredictError(result["error"])
+        return result
+
+    def predict_manifest(self, manifest: str | Path | Manifest, neighbours: int = 5,
+                         audio_from_video: bool = False, progress: bool = False) -> list[dict]:
+        """Predict every utterance of a manifest (same columns as ``hardymer extract``);
+        utterances sharing a ``sequence_id`` are one dialogue, in manifest order."""
+        manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+        items = utterances_of(manifest.table, audio_from_video)
+        return self.predict_items(items, list(manifest.table["sequence_id"]),
+                                  neighbours=neighbours, progress=progress,
+                                  speakers=list(manifest.table["speaker"]))
+
+    def predict_items(self, items: Sequence[Utterance], sequence_ids: Sequence[str],
+                      neighbours: int = 5, progress: bool = False,
+                      speakers: Sequence[str] | None = None) -> list[dict]:
+        feats, avail, status = self._extract(items, progress)
+        return self.predict_features(feats, avail, [it.utterance_id for it in items],
+                                     sequence_ids, neighbours, status, speakers)
+
+    def _extract(self, items, progress):
+        n = len(items)
+        feats = {m: np.zeros((n, self.dataset.dims[m]), np.float32) for m in self.modalities}
+        avail = np.zeros((n, len(self.modalities)), dtype=bool)
+        status = [{} for _ in range(n)]
+        for j, m in enumerate(self.modalities):
+            given = [i for i, it in enumerate(items)
+                     if {"a": it.audio, "t": it.text, "v": it.video}.get(m) is not None]
+            for i in set(range(n)) - set(given):
+                status[i][MODALITIES.get(m, m)] = "not given"
+
+            def on_result(k, res, _secs, _given=given, _m=m, _j=j):
+                i = _given[k]
+                name = MODALITIES.get(_m, _m)
+                if isinstance(res, Exception):
+                    status[i][name] = f"error: {type(res).__name__}: {res}"
+                elif res.vector is None:
+                    status[i][name] = f"absent: {res.reason}"
+                else:
+                    feats[_m][i] = res.vector
+                    avail[i, _j] = True
+                    status[i][name] = "ok"
+            if given:
+                run_extractor(self.extractors[m], [items[i] for i in given], on_result, progress)
+        return feats, avail, status
+
+    def predict_features(self, features: dict[str, np.ndarray], available: np.ndarray,
+                         utterance_ids: Sequence[str], sequence_ids: Sequence[str],
+                         neighbours: int = 5, status: list[dict] | None = None,
+                         speakers: Sequence[str] | None = None) -> list[dict]:
+        """Predict from already extracted features {m: (N, d_m)} and availability (N, M)."""
+        n = len(utterance_ids)
+        features = self._test_time_features(features, available)
+        table = pd.DataFrame({"utterance_id": [str(u) for u in utterance_ids],
+                              "sequence_id": [str(s) for s in sequence_ids],
+                              "speaker": [str(s) for s in speakers] if speakers else [""] * n})
+        table["position"] = table.groupby("sequence_id", sort=False).cumcount()
+        table["split"] = ""
+        queries = MERDataset(name="queries", task=self.dataset.task, modalities=self.modalities,
+                             features=features, available=available.copy(),
+                             labels=np.zeros(n, self.dataset.labels.dtype), utterances=table,
+                             class_names=self.dataset.class_names)
+        results: list[dict] = [{} for _ in range(n)]
+        codes = available.astype(np.int64) @ (1 << np.arange(len(self.modalities)))
+        for code in np.unique(codes):
+            rows = np.flatnonzero(codes == code)
+            keep = tuple(m for j, m in enumerate(self.modalities) if code >> j & 1)
+            if not keep:
+                for i in rows:
+                    results[i] = {"error": "no usable modality: " + "; ".join(
+                        f"{k} {v}" for k, v in (status[i] if status else {}).items())}
+                continue
+            condition, match = self._cell_for(keep)
+            outputs = self._forward(queries, condition, rows)
+            near = self._neighbours(features, keep, rows, neighbours)
+            hard = self._hardness(condition, near)
+            for r, i in enumerate(rows):
+                results[i] = self._answer(outputs[r], keep, condition, match, near, hard, r)
+        for i in range(n):
+            results[i] = {"utterance_id": str(utterance_ids[i]), **results[i]}
+            if status:
+                results[i]["extraction"] = status[i]
+        return results
+
+    def _test_time_features(self, features, available):
+        """HARDY-MER reads fine-tuned features: map the new rows with the fold's networks."""
+        cfg = self._method_cls.Config(**self.cfg.model)
+        if self.cfg.method != "hardymer" or not getattr(cfg, "finetune", False):
+            return features
+        from ..features.finetune import load_finetuner, transform
+        out = {}
+        for j, m in enumerate(self.modalities):
+            try:
+                net = load_finetuner(self._workdir / "finetune", m, self.dataset.dims[m],
+                                     self.dataset.n_classes).to(self.device)
+            except FileNotFoundError as err:
+                raise PredictError(str(err)) from err
+            x = transform(net, features[m], self.device)
+            x[~available[:, j]] = 0.0
+            out[m] = x
+        return out
+
+    @torch.no_grad()
+    def _forward(self, queries: MERDataset, condition: str, rows: np.ndarray) -> np.ndarray:
+        """Model outputs (len(rows), C) of the query rows, run in their whole sequences."""
+        method = self._model(condition)
+        seqs = [i for i, s in enumerate(queries.sequences) if np.isin(s, rows).any()]
+        batch = collate(queries, [queries.sequences[s] for s in seqs], None,
+                        queries.speaker_codes).to(self.device)
+        out = method(batch)                                           # (B, S, C)
+        flat_idx = batch.index[batch.utt_mask].cpu().numpy()
+        flat_out = out[batch.utt_mask].float().cpu().numpy()
+        where = {int(g): k for k, g in enumerate(flat_idx)}
+        return np.stack([flat_out[where[int(r)]] for r in rows])
+
+    def _neighbours(self, features, keep, rows, k) -> tuple[np.ndarray, np.ndarray] | None:
+        """Ids (Q, k) and combined distances (Q, k) of the nearest training utterances that
+        have every modality in ``keep``, in the model's input feature space."""
+        if k <= 0:
+            return None
+        from ..retrieval import FeatureDatabase, retrieve_supports
+        if keep not in self._databases:
+            ref = self.reference
+            idx = [self.modalities.index(m) for m in keep]
+            ids = self.train_ids[ref.available[self.train_ids][:, idx].all(1)]
+            if len(ids) == 0:
+                self._databases[keep] = None
+            else:
+                feats = {m: np.asarray(ref.features[m][ids], np.float32) for m in keep}
+                self._databases[keep] = (FeatureDatabase.build(feats, ids=ids), feats)
+        entry = self._databases[keep]
+        if entry is None:
+            return None
+        db, feats = entry
+        q = {m: np.asarray(features[m][rows], np.float32) for m in keep}
+        lists = retrieve_supports(db, q, -1 - np.arange(len(rows)),
+                                  np.ones((len(rows), len(keep)), bool), 1.0,
+                                  k=min(k, len(db)), features=feats)
+        return lists.ids, lists.distances
+
+    def _hardness(self, condition: str, near) -> np.ndarray | None:
+        """Per-neighbour curriculum hardness h (Q, k), NaN where unknown; None if no plan."""
+        if self.cfg.method != "hardymer" or near is None:
+            return None
+        from ..hardness.inspect import first_plan
+        plan = first_plan(cell_dir(self.run, self.fold.index,
+                                   parse_condition(condition, self.modalities)))
+        if plan is None:
+            return None
+        lookup = np.full(self.dataset.n_utterances, np.nan)
+        lookup[plan.ids] = plan.h
+        ids = near[0]
+        return np.where(ids >= 0, lookup[np.maximum(ids, 0)], np.nan)
+
+    def _answer(self, out, keep, condition, match, near, hard, r) -> dict:
+        ds = self.dataset
+        res: dict = {}
+        if ds.task == "classification":
+            p = torch.softmax(torch.from_numpy(out), -1).numpy()
+            names = ds.class_names or tuple(str(i) for i in range(len(p)))
+            res["prediction"] = names[int(p.argmax())]
+            res["probabilities"] = {c: round(float(v), 6) for c, v in zip(names, p)}
+        else:
+            res["prediction"] = res["value"] = float(out[0])
+        res["modalities"] = [MODALITIES.get(m, m) for m in keep]
+        res["missing"] = [MODALITIES.get(m, m) for m in self.modalities if m not in keep]
+        res["model"] = {"run": str(self.run), "method": self.cfg.method,
+                        "fold": self.fold.index, "trained_on": condition, "match": match}
+        res["hardness"] = None
+        if hard is not None:
+            h = hard[r][np.isfinite(hard[r])]
+            res["hardness"] = {
+                "h": round(float(h.mean()), 4) if len(h) else None,
+                "estimate": f"mean curriculum hardness h of the {len(h)} nearest training "
+                            f"utterances under {condition} (fold {self.fold.index})"}
+        res["neighbours"] = []
+        if near is not None:
+            ids, dist = near
+            utt = ds.utterances["utterance_id"].to_numpy()
+            for j in range(ids.shape[1]):
+                g = int(ids[r, j])
+                if g < 0:
+                    continue
+                label = ds.labels[g]
+                entry = {"utterance_id": str(utt[g]),
+                         "label": (ds.class_names[int(label)] if ds.class_names
+                                   else float(label)),
+                         "distance": round(float(dist[r, j]), 6)}
+                if hard is not None and np.isfinite(hard[r, j]):
+                    entry["h"] = round(float(hard[r, j]), 4)
+                res["neighbours"].append(entry)
+        return res
