@@ -175,10 +175,14 @@ class Predictor:
         return result
 
     def predict_manifest(self, manifest: str | Path | Manifest, neighbours: int = 5,
-                         audio_from_video: bool = False, progress: bool = False) -> list[dict]:
+                         audio_from_video: bool | None = None,
+                         progress: bool = False) -> list[dict]:
         """Predict every utterance of a manifest (same columns as ``hardymer extract``);
-        utterances sharing a ``sequence_id`` are one dialogue, in manifest order."""
+        utterances sharing a ``sequence_id`` are one dialogue, in manifest order.
+        ``audio_from_video`` defaults to what the run's data were extracted with."""
         manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+        if audio_from_video is None:
+            audio_from_video = bool(self.dataset.meta["extraction"].get("audio_from_video"))
         items = utterances_of(manifest.table, audio_from_video)
         return self.predict_items(items, list(manifest.table["sequence_id"]),
                                   neighbours=neighbours, progress=progress,

@@ -1,0 +1,129 @@
+"""`hardymer predict` / `hardymer.load(run).predict`: real media in, a trained run answers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import hardymer
+from hardymer.cli.main import app
+from hardymer.data import open_data
+from hardymer.data.dataset import collate
+from hardymer.inference import PredictError
+
+from media_fixtures import build_media, needs_espeak, needs_mediapipe
+
+pytestmark = [needs_espeak, needs_mediapipe]
+FAST = ["--set", "train.epochs=[2,2]", "--set", "train.batch_size=2"]
+HARDY = ["--set", "model.teacher_epochs=[1,1]", "--set", "model.finetune_epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    manifest = build_media(root / "media")
+    data = root / "data"
+    hardymer.extract(manifest, data, audio_from_video=True, progress=False)
+    runner = CliRunner()
+    runs = {}
+    for method, conds, extra in (("momke", "atv,a", []), ("hardymer", "atv,at,t", HARDY)):
+        runs[method] = root / method
+        res = runner.invoke(app, ["train", "--data", str(data), "--method", method,
+                                  "--condition", conds, "--fold", "0", "--out",
+                                  str(runs[method]), *FAST, *extra])
+        assert res.exit_code == 0, res.output
+    return manifest, data, runs
+
+
+def test_any_subset_of_modalities(setup):
+    manifest, _, runs = setup
+    media = manifest.parent
+    p = hardymer.load(runs["hardymer"])
+    for kwargs, used, trained_on, match in (
+            ({"audio": media / "sad_00.wav"}, ["audio"], "atv", "full-modality model"),
+            ({"text": "I feel so alone right now"}, ["text"], "t", "exact"),
+            ({"video": media / "sad_00.mp4"}, ["video"], "atv", "full-modality model"),
+            ({"audio": media / "happy_01.wav", "text": "This is wonderful news"},
+             ["audio", "text"], "at", "exact")):
+        r = p.predict(**kwargs)
+        assert r["modalities"] == used
+        assert r["model"]["trained_on"] == trained_on and r["model"]["match"] == match
+        probs = r["probabilities"]
+        assert set(probs) == {"happy", "sad"} and abs(sum(probs.values()) - 1) < 1e-4
+        assert r["prediction"] == max(probs, key=probs.get)
+        assert 0.0 <= r["hardness"]["h"] <= 1.0
+        assert 1 <= len(r["neighbours"]) <= min(5, len(p.train_ids))
+        d = [nb["distance"] for nb in r["neighbours"]]
+        assert d == sorted(d) and all(nb["label"] in probs for nb in r["neighbours"])
+    with pytest.raises(PredictError, match="at least one of audio, text, video"):
+        p.predict()
+    with pytest.raises(PredictError, match="no usable modality.*no face"):
+        p.predict(video=media / "blank.mp4")
+
+
+def test_batch_matches_the_model_on_the_data_set(setup):
+    """The manifest's utterances, predicted from media, get exactly what the trained model
+    gives the extracted data set: same extraction, same dialogues, same weights."""
+    manifest, data, runs = setup
+    p = hardymer.load(runs["momke"])
+    results = {r["utterance_id"]: r for r in p.predict_manifest(manifest, neighbours=3)}
+    ds = open_data(data)
+    model = p._model("atv")
+    full = np.flatnonzero(ds.available.all(1))
+    batch = collate(ds, ds.sequences, None, ds.speaker_codes)
+    with torch.no_grad():
+        probs = torch.softmax(model(batch), -1)[batch.utt_mask].numpy()
+    order = batch.index[batch.utt_mask].numpy()
+    assert len(full) >= 6
+    for g in full:
+        uid = ds.utterances["utterance_id"][g]
+        r = results[uid]
+        assert r["model"]["trained_on"] == "atv"
+        want = probs[np.flatnonzero(order == g)[0]]
+        got = np.array([r["probabilities"][c] for c in ds.class_names])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        # A training utterance's nearest training neighbour is itself, at distance 0.
+        if g in p.train_ids:
+            assert r["neighbours"][0]["utterance_id"] == uid
+            assert r["neighbours"][0]["distance"] < 1e-3
+    assert results["gone"]["extraction"]["audio"].startswith("error")
+    assert results["gone"]["modalities"] == ["text"]
+    assert results["gone"]["model"]["trained_on"] == "atv"
+    assert results["blank"]["missing"] == ["video"]
+    assert p.predict(text="hello")["hardness"] is None      # MoMKE: no curriculum hardness
+
+
+def test_cli_json_and_batch(setup, tmp_path):
+    manifest, _, runs = setup
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", str(runs["hardymer"]), "--text",
+                              "Nothing is going well for me", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["modalities"] == ["text"] and "hardness" in out and out["neighbours"]
+    res = runner.invoke(app, ["predict", str(runs["hardymer"]), "--audio",
+                              str(manifest.parent / "happy_02.wav")])
+    assert res.exit_code == 0 and "prediction:" in res.output and "hardness:" in res.output
+    res = runner.invoke(app, ["predict", str(runs["hardymer"])])
+    assert res.exit_code == 2 and "nothing to predict from" in res.output
+    preds = tmp_path / "p.csv"
+    res = runner.invoke(app, ["predict", str(runs["hardymer"]), "--manifest", str(manifest),
+                              "--output", str(preds), "-k", "1"])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+    table = pd.read_csv(preds)
+    assert len(table) == 10 and {"p_happy", "p_sad", "hardness", "nearest"} <= set(table)
+
+
+def test_runs_without_extractors_are_refused(tmp_path):
+    res = CliRunner().invoke(app, ["train", "--data", "synth:tiny", "--method", "zero-fill",
+                                   "--fold", "0", "--out", str(tmp_path / "r"),
+                                   "--set", "train.epochs=[1]"])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(PredictError, match="not made by `hardymer extract`"):
+        hardymer.load(tmp_path / "r")
+    with pytest.raises(PredictError, match="run.json not found"):
+        hardymer.load(tmp_path)
