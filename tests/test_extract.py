@@ -183,3 +183,33 @@ def test_extractor_specs():
     with pytest.raises(ExtractorError, match="feature_set"):
         create_extractor("opensmile:feature_set=eGeMAPS99")
     assert create_extractor("facemesh:refine=false").dim == 2 * 468 * 3
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(media, tmp_path, monkeypatch):
+    from hardymer.features.extractors.audio import OpenSmileExtractor
+    real = OpenSmileExtractor.extract_one
+    calls = {"n": 0}
+
+    def flaky(self, item):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt          # Ctrl-C in the middle of the audio pass
+        return real(self, item)
+
+    monkeypatch.setattr(OpenSmileExtractor, "extract_one", flaky)
+    out = tmp_path / "set"
+    with pytest.raises(KeyboardInterrupt):
+        extract(media, out, video="none", text="none", progress=False)
+    monkeypatch.setattr(OpenSmileExtractor, "extract_one", real)
+    resumed = extract(media, out, video="none", text="none", progress=False)
+    assert resumed.extracted["a"] == 9 - 3        # 9 given; 3 finished before the interrupt
+    whole = extract(media, None, video="none", text="none", progress=False).dataset
+    np.testing.assert_array_equal(open_data(out).features["a"], whole.features["a"])
+
+
+def test_refuses_to_write_into_another_data_set(tmp_path, media):
+    from hardymer.data.generic import write_generic
+    from hardymer.data.synthetic import generate
+    write_generic(generate("tiny"), tmp_path / "syn")
+    with pytest.raises(FileExistsError, match="not made by `hardymer extract`"):
+        extract(media, tmp_path / "syn", video="none", progress=False)

@@ -231,6 +231,10 @@ def extract(source: str | Path | Manifest, out: str | Path | None = None, *,
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
+    if out is not None and out.is_dir() and any(out.iterdir()) \
+            and not (out / "extraction").is_dir():
+        raise FileExistsError(f"{out} is not empty and was not made by `hardymer extract` "
+                              "(no extraction/ folder); choose another --out")
     n = len(items)
     feats, avail, status, infos = {}, {}, {}, {}
     counts, errors, seconds, extracted = {}, [], {}, {}
