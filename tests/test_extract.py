@@ -213,3 +213,37 @@ def test_refuses_to_write_into_another_data_set(tmp_path, media):
     write_generic(generate("tiny"), tmp_path / "syn")
     with pytest.raises(FileExistsError, match="not made by `hardymer extract`"):
         extract(media, tmp_path / "syn", video="none", progress=False)
+
+
+def test_changed_inputs_are_extracted_again_and_only_they(media, tmp_path):
+    import shutil
+    folder = tmp_path / "m"
+    shutil.copytree(media.parent, folder)
+    manifest = folder / "manifest.csv"
+    out = tmp_path / "set"
+    extract(manifest, out, video="none", progress=False)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    table.loc[table["utterance_id"] == "sad_00", "text"] = "A different sentence"
+    table.loc[table["utterance_id"] == "happy_00", ["start", "end"]] = ["0.1", "0.9"]
+    table.to_csv(manifest, index=False)
+    shutil.copy(folder / "sad_02.wav", folder / "sad_01.wav")     # new content, same name
+    again = extract(manifest, out, video="none", progress=False)
+    # audio: happy_00 (window), sad_01 (content), gone (failed); text: sad_00 only
+    assert again.extracted == {"a": 3, "t": 1}
+    ds = open_data(out)
+    ids = list(ds.utterances["utterance_id"])
+    np.testing.assert_array_equal(ds.features["a"][ids.index("sad_01")],
+                                  ds.features["a"][ids.index("sad_02")])
+
+
+def test_label_forms(tmp_path):
+    from hardymer.features.extract import _labels
+    table = pd.DataFrame({"label": ["1", "5", "3", "5"]})
+    ids, task, names = _labels(table, None, None, "m.csv")
+    assert task == "classification" and names == ["1", "3", "5"] and list(ids) == [0, 2, 1, 2]
+    ids, task, names = _labels(pd.DataFrame({"label": ["0.5", "-1.2"]}), None, None, "m.csv")
+    assert task == "regression" and ids.dtype == np.float32
+    ids, _, names = _labels(pd.DataFrame({"label": ["1", "0"]}), None, ["neg", "pos"], "m.csv")
+    assert list(ids) == [1, 0] and names == ["neg", "pos"]
+    with pytest.raises(DataError, match="not one of the classes"):
+        _labels(pd.DataFrame({"label": ["joy"]}), None, ["neg", "pos"], "m.csv")

@@ -127,3 +127,45 @@ def test_runs_without_extractors_are_refused(tmp_path):
         hardymer.load(tmp_path / "r")
     with pytest.raises(PredictError, match="run.json not found"):
         hardymer.load(tmp_path)
+
+
+def test_a_fixed_pattern_model_reads_only_its_modalities(setup, tmp_path):
+    manifest, data, _ = setup
+    res = CliRunner().invoke(app, ["train", "--data", str(data), "--method", "zero-fill",
+                                   "--condition", "a", "--fold", "0", "--out",
+                                   str(tmp_path / "a"), "--set", "train.epochs=[1]"])
+    assert res.exit_code == 0, res.output
+    p = hardymer.load(tmp_path / "a")
+    r = p.predict(audio=manifest.parent / "sad_00.wav", text="I feel so alone right now")
+    assert r["modalities"] == ["audio"] and r["model"]["match"] == "other pattern"
+    only_audio = p.predict(audio=manifest.parent / "sad_00.wav")
+    assert r["probabilities"] == only_audio["probabilities"]      # the text was not read
+    with pytest.raises(PredictError, match="no model for these modalities"):
+        p.predict(text="I feel so alone right now")
+    ds = open_data(data)
+    labels = dict(zip(ds.utterances["utterance_id"], ds.labels))
+    train = set(ds.utterances["utterance_id"][p.train_ids])
+    for nb in only_audio["neighbours"]:
+        assert nb["utterance_id"] in train
+        assert nb["label"] == ds.class_names[labels[nb["utterance_id"]]]
+
+
+def test_changed_data_are_refused(setup, tmp_path):
+    import shutil
+    manifest, data, runs = setup
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    shutil.copytree(runs["momke"], tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta["data"] = str(copy)
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    assert hardymer.load(tmp_path / "run").predict(text="hello")["modalities"] == ["text"]
+    table = (copy / "utterances.csv").read_text().splitlines()
+    (copy / "utterances.csv").write_text("\n".join(table[:-1]) + "\n")   # one row fewer
+    import numpy as np
+    for m in ("a", "t", "v"):
+        np.save(copy / "features" / f"{m}.npy", np.load(copy / "features" / f"{m}.npy")[:-1])
+    np.save(copy / "available.npy", np.load(copy / "available.npy")[:-1])
+    (copy / "sequences.csv").unlink()
+    with pytest.raises(PredictError, match="changed since"):
+        hardymer.load(tmp_path / "run")

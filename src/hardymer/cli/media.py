@@ -58,7 +58,7 @@ def extract(
         report = do_extract(manifest, out, audio=audio, text=text, video=video, task=task,
                             classes=class_list, audio_from_video=audio_from_video,
                             labels_from_folders=labels_from_folders, progress=not quiet)
-    except (DataError, ExtractorError, FileExistsError, ValueError) as err:
+    except (DataError, ExtractorError, ValueError, ImportError, OSError) as err:
         _fail(str(err))
     typer.echo(report.summary())
     ds = report.dataset
@@ -122,7 +122,8 @@ def predict(
         else:
             results = predictor.predict_manifest(manifest, neighbours=neighbours,
                                                  progress=not as_json)
-    except (PredictError, DataError, ExtractorError) as err:
+    except (PredictError, DataError, ExtractorError, ImportError, OSError,
+            RuntimeError) as err:
         _fail(str(err))
     if output is not None:
         _write_predictions(results, output)

@@ -106,7 +106,8 @@ def _signature(item: Utterance, m: str, spec: str) -> str:
             what = [str(path), st.st_size, st.st_mtime_ns]
         except (OSError, TypeError):
             what = [str(path), "unreadable"]
-    raw = json.dumps([item.utterance_id, m, spec, what, item.start, item.end])
+    window = [item.start, item.end] if m != "t" else []   # a transcript has no time window
+    raw = json.dumps([item.utterance_id, m, spec, what, window])
     return hashlib.sha1(raw.encode()).hexdigest()[:24]
 
 
@@ -124,7 +125,7 @@ def run_extractor(extractor: Extractor, items: Sequence[Utterance],
         chunk = items[a:a + bs]
         t0 = time.perf_counter()
         try:
-            results = extractor.extract_batch(chunk)
+            results = [_checked(extractor, r) for r in extractor.extract_batch(chunk)]
             each = (time.perf_counter() - t0) / len(chunk)
             for j, r in enumerate(results):
                 on_result(a + j, r, each)
@@ -135,12 +136,26 @@ def run_extractor(extractor: Extractor, items: Sequence[Utterance],
                 for j, it in enumerate(chunk):
                     t1 = time.perf_counter()
                     try:
-                        on_result(a + j, extractor.extract_batch([it])[0],
+                        on_result(a + j, _checked(extractor, extractor.extract_batch([it])[0]),
                                   time.perf_counter() - t1)
                     except Exception as err:  # noqa: BLE001
                         on_result(a + j, err, time.perf_counter() - t1)
         bar.update(len(chunk))
     bar.close()
+
+
+def _checked(extractor: Extractor, result: Extracted) -> Extracted:
+    """A vector of the announced size, finite, or an error (before anything is cached)."""
+    v = result.vector
+    if v is not None:
+        v = np.asarray(v, dtype=np.float32)
+        if v.shape != (extractor.dim,):
+            raise ValueError(f"extractor {extractor.spec!r} returned shape {v.shape}; it "
+                             f"announces ({extractor.dim},) (check its options, e.g. layer=)")
+        if not np.isfinite(v).all():
+            raise ValueError(f"extractor {extractor.spec!r} returned non-finite values")
+        result.vector = v
+    return result
 
 
 def _current_error() -> Exception:
@@ -164,6 +179,8 @@ class _Cache:
                     continue  # a line cut by a kill: that utterance is simply redone
                 self.records[rec["key"]] = rec
         self._log = open(self.log_path, "a")
+        if self.log_path.stat().st_size and not self.log_path.read_bytes().endswith(b"\n"):
+            self._log.write("\n")   # a line cut by a kill must not swallow the next one
 
     def done(self, key: str) -> dict | None:
         rec = self.records.get(key)
@@ -244,7 +261,10 @@ def extract(source: str | Path | Manifest, out: str | Path | None = None, *,
         status[m] = np.array(["not given"] * n, dtype=object)
         infos[m] = [{} for _ in range(n)]
         cache = _Cache(out / "extraction" / m) if out is not None else None
-        keys = [_signature(it, m, ex.spec) if _given(it, m) else "" for it in items]
+        # Keyed by the full provenance (every option, library versions, model hash): an
+        # upgraded library or replaced weights re-extract instead of mixing old and new.
+        ident = json.dumps(ex.provenance(), sort_keys=True)
+        keys = [_signature(it, m, ident) if _given(it, m) else "" for it in items]
         todo = []
         for i, it in enumerate(items):
             if not _given(it, m):
@@ -300,9 +320,6 @@ def _record(result) -> dict:
 def _apply(rec, i, m, feats, avail, status, infos, cache) -> None:
     if rec["status"] == "ok":
         vec = rec["vector"] if "vector" in rec else cache.vector(rec["key"])
-        if vec.shape != (feats[m].shape[1],):
-            raise RuntimeError(f"cached vector of {rec.get('utterance_id')} has shape "
-                               f"{vec.shape}; expected ({feats[m].shape[1]},)")
         feats[m][i] = vec
         avail[m][i] = True
         status[m][i] = "ok"
@@ -335,14 +352,19 @@ def _labels(table: pd.DataFrame, task: str | None, classes, file) -> tuple:
                             file=file, field="label")
         return num.to_numpy(np.float32), task, None
     names = [str(c) for c in classes] if classes else None
-    if integer and not (names and set(raw) <= set(names)):
-        ids = num.to_numpy().astype(np.int64)
-        names = names or [str(i) for i in range(int(ids.max()) + 1)]
+    if integer and names and not set(raw) <= set(names):
+        ids = num.to_numpy().astype(np.int64)       # ids into the given class names
         if ids.min() < 0 or ids.max() >= len(names):
             raise DataError(f"class id {int(ids.min() if ids.min() < 0 else ids.max())}; "
                             f"expected ids in 0..{len(names) - 1} ({len(names)} classes)",
                             file=file, field="label")
         return ids, task, names
+    if integer and not names:
+        # Integer labels name the classes by value (1..5 ratings make 5 classes, not 6);
+        # sentiment scores such as -3..3 usually want --task regression instead.
+        values = np.sort(np.unique(num.to_numpy().astype(np.int64)))
+        raw = num.astype(np.int64).astype(str)
+        names = [str(v) for v in values]
     names = names or sorted(raw.unique())
     unknown = sorted(set(raw) - set(names))
     if unknown:

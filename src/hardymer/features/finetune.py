@@ -157,7 +157,8 @@ def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.
             "dims": dataset.dims}
     if meta_path is not None and meta_path.is_file():
         have = json.loads(meta_path.read_text())
-        if {k: have.get(k) for k in want} == want:
+        nets_saved = all((workdir / f"{m}.safetensors").is_file() for m in dataset.modalities)
+        if {k: have.get(k) for k in want} == want and nets_saved:
             return {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
     out, report, nets = {}, {}, {}
     for m in dataset.modalities:
@@ -183,9 +184,9 @@ def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> Fe
     from safetensors.torch import load_file
     path = Path(workdir) / f"{modality}.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: this run's fine-tuning networks were not "
-                                "saved (made by hardymer < 0.2?); retrain to predict new "
-                                "utterances")
+        raise FileNotFoundError(f"{path} missing: this run was trained before fine-tuning "
+                                "networks were saved; train it again into a new --out to "
+                                "predict new utterances")
     net = FeatureFinetuner(dim, n_outputs, dropout=0.0)
     net.load_state_dict(load_file(path))
     return net.eval()

@@ -85,6 +85,11 @@ class Predictor:
             raise PredictError(f"cannot reopen the run's data {self.meta['data']!r}: {err}") \
                 from err
         ds = self.dataset
+        if self.meta.get("dataset") and self.meta["dataset"] != ds.summary():
+            raise PredictError(f"the data at {self.meta['data']!r} changed since {self.run} was "
+                               f"trained (then: {self.meta['dataset']}; now: {ds.summary()}); "
+                               "folds and neighbours would not line up. Re-train on the "
+                               "current data, or extract the changes into another folder.")
         prov = (ds.meta.get("extraction") or {}).get("extractors")
         if not prov:
             raise PredictError(f"{self.run} was trained on {self.meta['data']!r}, whose features "
@@ -106,7 +111,7 @@ class Predictor:
             raise PredictError(f"fold {fold} was not trained in {self.run}; trained folds: "
                                f"{self.meta['folds']}")
         self.fold = folds[fold]
-        self.device = resolve_device(device if device != "auto" else self.cfg.train.device)
+        self.device = resolve_device(device)
         from ..models.base import get_method_class
         cls = get_method_class(self.cfg.method)
         self._method_cls = cls
@@ -116,6 +121,12 @@ class Predictor:
                                                    self._workdir)
         except FileNotFoundError as err:
             raise PredictError(str(err)) from err
+        if getattr(cls.Config(**self.cfg.model), "finetune_crossfit", 0) > 1:
+            # Cross-fitted training rows come from other networks than a new query: map the
+            # raw training data with the query's network so that distances compare alike.
+            self.reference = replace(ds, features=self._test_time_features(
+                {m: np.asarray(ds.features[m], np.float32) for m in ds.modalities},
+                ds.available))
         self._models: dict[str, torch.nn.Module] = {}
         self._databases: dict[tuple, tuple] = {}
         self.train_ids = ds.rows_of(self.fold.train)
@@ -163,6 +174,9 @@ class Predictor:
         ``hardness`` (HARDY-MER runs), ``neighbours`` (utterance_id, label, distance), and
         ``extraction`` (what happened to each given modality).
         """
+        if audio is None and video is not None and \
+                self.dataset.meta["extraction"].get("audio_from_video"):
+            audio = video           # the run's data took the audio from the video's sound
         item = Utterance("query", audio=Path(audio) if audio else None,
                          video=Path(video) if video else None,
                          text=text if text and text.strip() else None, start=start, end=end)
@@ -200,6 +214,10 @@ class Predictor:
         feats = {m: np.zeros((n, self.dataset.dims[m]), np.float32) for m in self.modalities}
         avail = np.zeros((n, len(self.modalities)), dtype=bool)
         status = [{} for _ in range(n)]
+        for m in set(MODALITIES) - set(self.modalities):
+            for i, it in enumerate(items):
+                if {"a": it.audio, "t": it.text, "v": it.video}[m] is not None:
+                    status[i][MODALITIES[m]] = "ignored: the run was trained without it"
         for j, m in enumerate(self.modalities):
             given = [i for i, it in enumerate(items)
                      if {"a": it.audio, "t": it.text, "v": it.video}.get(m) is not None]
@@ -248,7 +266,21 @@ class Predictor:
                         f"{k} {v}" for k, v in (status[i] if status else {}).items())}
                 continue
             condition, match = self._cell_for(keep)
-            outputs = self._forward(queries, condition, rows)
+            cond = parse_condition(condition, self.modalities)
+            if not cond.is_random:
+                # A model trained under a fixed pattern only reads that pattern's modalities.
+                keep = tuple(m for m in keep if m in cond.keep)
+            if not keep:
+                for i in rows:
+                    results[i] = {"error": f"the run has no model for these modalities (its "
+                                           f"models: {', '.join(self.meta['conditions'])})"}
+                continue
+            # What the answering model may read in the whole dialogue: its training pattern.
+            mask = np.ones_like(available)
+            if not cond.is_random:
+                mask[:] = False
+                mask[:, [self.modalities.index(m) for m in cond.keep]] = True
+            outputs = self._forward(queries, condition, rows, mask)
             near = self._neighbours(features, keep, rows, neighbours)
             hard = self._hardness(condition, near)
             for r, i in enumerate(rows):
@@ -278,11 +310,13 @@ class Predictor:
         return out
 
     @torch.no_grad()
-    def _forward(self, queries: MERDataset, condition: str, rows: np.ndarray) -> np.ndarray:
-        """Model outputs (len(rows), C) of the query rows, run in their whole sequences."""
+    def _forward(self, queries: MERDataset, condition: str, rows: np.ndarray,
+                 mask: np.ndarray) -> np.ndarray:
+        """Model outputs (len(rows), C) of the query rows, run in their whole sequences with
+        what ``mask`` (n, M) lets the model read (ANDed with what each utterance has)."""
         method = self._model(condition)
         seqs = [i for i, s in enumerate(queries.sequences) if np.isin(s, rows).any()]
-        batch = collate(queries, [queries.sequences[s] for s in seqs], None,
+        batch = collate(queries, [queries.sequences[s] for s in seqs], mask,
                         queries.speaker_codes).to(self.device)
         out = method(batch)                                           # (B, S, C)
         flat_idx = batch.index[batch.utt_mask].cpu().numpy()

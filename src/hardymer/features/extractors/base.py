@@ -67,6 +67,9 @@ class Extractor:
             raise ExtractorError(f"extractor {self.name!r}: unknown option(s) {unknown}; "
                                  f"options: {sorted(known) or 'none'}")
         self.options = self.Options(**{k: _coerce(known[k], v) for k, v in options.items()})
+        if getattr(self.options, "path", ""):
+            # Stored in the data set's provenance: make it work from any working directory.
+            self.options.path = str(Path(self.options.path).expanduser().resolve())
         self._loaded = False
 
     # --- to implement --------------------------------------------------------------------

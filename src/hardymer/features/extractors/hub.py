@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import load_audio, video_frames
+from ..media import MediaError, load_audio, video_frames
 from .base import Extracted, Extractor, ExtractorError, Utterance, file_digest, \
     package_version, register_extractor
 from .video import FaceMeshOptions, FaceTracker
@@ -102,7 +102,12 @@ class Wav2VecExtractor(LocalModelExtractor):
 
     def extract_one(self, item: Utterance) -> Extracted:
         sr = int(self._fe.sampling_rate)
-        signal = load_audio(item.audio, sr, item.start, item.end)
+        try:
+            signal = load_audio(item.audio, sr, item.start, item.end)
+        except MediaError as err:
+            if "no audio stream" in str(err):
+                return Extracted(None, "no audio stream in the file")
+            raise
         signal = signal[: int(self.options.max_seconds * sr)]
         if len(signal) < sr // 10:
             return Extracted(None, f"only {len(signal) / sr:.3f} s of audio")
