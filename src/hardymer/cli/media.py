@@ -112,8 +112,12 @@ def predict(
     if manifest is None and audio is None and text is None and video is None:
         _fail("nothing to predict from: give --audio, --text and/or --video (any subset), or "
               "--manifest for a batch")
-    if manifest is not None and (audio or text or video):
-        _fail("give either --manifest or --audio/--text/--video, not both")
+    if manifest is not None and (audio or text or video or start is not None
+                                 or end is not None):
+        _fail("give either --manifest (start/end come from its columns) or "
+              "--audio/--text/--video [--start/--end], not both")
+    if (start is not None and start < 0) or (end is not None and end <= (start or 0.0)):
+        _fail(f"--start {start} / --end {end}: expected 0 <= start < end (seconds)")
     try:
         predictor = load(run, fold=fold, device=device)
         if manifest is None:
