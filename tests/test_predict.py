@@ -77,12 +77,15 @@ def test_batch_matches_the_model_on_the_data_set(setup, method):
                                       and not np.array_equal(ds.features["a"],
                                                              open_data(data).features["a"]))
     model = p._model("atv")
+    from hardymer.hardness.inspect import first_plan
+    plan = first_plan(runs[method] / "fold0" / "atv")
     full = np.flatnonzero(ds.available.all(1))
     batch = collate(ds, ds.sequences, None, ds.speaker_codes)
     with torch.no_grad():
         probs = torch.softmax(model(batch), -1)[batch.utt_mask].numpy()
     order = batch.index[batch.utt_mask].numpy()
     assert len(full) >= 6
+    checked = 0
     for g in full:
         uid = ds.utterances["utterance_id"][g]
         r = results[uid]
@@ -92,8 +95,15 @@ def test_batch_matches_the_model_on_the_data_set(setup, method):
         np.testing.assert_allclose(got, want, atol=1e-5)
         # A training utterance's nearest training neighbour is itself, at distance 0.
         if g in p.train_ids:
+            checked += 1
             assert r["neighbours"][0]["utterance_id"] == uid
             assert r["neighbours"][0]["distance"] < 1e-3
+            if method == "hardymer":   # its own h_ind is the one training gave it
+                assert r["hardness"]["h_ind"] == pytest.approx(
+                    plan.h_ind[np.flatnonzero(plan.ids == g)[0]], abs=1e-3)
+                assert r["neighbours"][0]["h"] == pytest.approx(
+                    plan.h[np.flatnonzero(plan.ids == g)[0]], abs=1e-3)
+    assert checked >= 2                   # training utterances were among them
     assert results["gone"]["extraction"]["audio"].startswith("error")
     assert results["gone"]["modalities"] == ["text"]
     assert results["gone"]["model"]["trained_on"] == ("t" if "t" in p.meta["conditions"]

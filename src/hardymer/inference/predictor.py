@@ -129,6 +129,7 @@ class Predictor:
                 ds.available))
         self._models: dict[str, torch.nn.Module] = {}
         self._databases: dict[tuple, tuple] = {}
+        self._teacher = None
         self.train_ids = ds.rows_of(self.fold.train)
 
     # --- what answers ----------------------------------------------------------------------
@@ -245,6 +246,7 @@ class Predictor:
                          speakers: Sequence[str] | None = None) -> list[dict]:
         """Predict from already extracted features {m: (N, d_m)} and availability (N, M)."""
         n = len(utterance_ids)
+        raw_features = features
         features = self._test_time_features(features, available)
         table = pd.DataFrame({"utterance_id": [str(u) for u in utterance_ids],
                               "sequence_id": [str(s) for s in sequence_ids],
@@ -283,8 +285,12 @@ class Predictor:
             outputs = self._forward(queries, condition, rows, mask)
             near = self._neighbours(features, keep, rows, neighbours)
             hard = self._hardness(condition, near)
+            own = self._own_h_ind(replace(queries, features=raw_features, available=queries
+                                          .available & mask), rows, condition)
             for r, i in enumerate(rows):
                 results[i] = self._answer(outputs[r], keep, condition, match, near, hard, r)
+                if own is not None and results[i]["hardness"] is not None:
+                    results[i]["hardness"]["h_ind"] = round(float(own[r]), 4)
         for i in range(n):
             results[i] = {"utterance_id": str(utterance_ids[i]), **results[i]}
             if status:
@@ -363,6 +369,51 @@ class Predictor:
         ids = near[0]
         return np.where(ids >= 0, lookup[np.maximum(ids, 0)], np.nan)
 
+    @torch.no_grad()
+    def _own_h_ind(self, queries: MERDataset, rows: np.ndarray, condition: str
+                   ) -> np.ndarray | None:
+        """The queries' own indirect hardness (spec §1.3: minus the mean pmi of their modality
+        pairs, missing ones from the teacher's reconstructions), min-max (or rank) normalised
+        against the training set's raw values in the fold's plan; None if not applicable."""
+        if self.cfg.method != "hardymer":
+            return None
+        from ..hardness.context import _teacher_config
+        from ..hardness.estimate import batch_hardness_terms, reference_embeddings
+        from ..hardness.inspect import first_plan
+        from ..hardness.teacher import Teacher
+        cfg = self._method_cls.Config(**self.cfg.model).effective()
+        if not (cfg.needs_teacher and cfg.use_h_ind):
+            return None
+        cell = cell_dir(self.run, self.fold.index, parse_condition(condition, self.modalities))
+        folder = (self._workdir if cfg.teacher_mask == "random" else cell) / "teacher"
+        plan = first_plan(cell)
+        if plan is None or not checkpoint_exists(folder / "last"):
+            return None
+        if self._teacher is None or self._teacher[0] != folder:
+            ds = self.dataset
+            teacher = Teacher(_teacher_config(cfg), ds.dims, ds.n_classes, ds.task)
+            load_checkpoint(folder / "last", teacher)
+            teacher = teacher.to(self.device).eval()
+            tds = ds if cfg.teacher_features == "raw" else self.reference
+            complete = self.train_ids[tds.available[self.train_ids].all(1)]
+            ref = reference_embeddings(teacher, tds.features, complete, self.device)
+            self._teacher = (folder, teacher, ref)
+        _, teacher, ref = self._teacher
+        if cfg.teacher_features != "raw":
+            queries = replace(queries, features=self._test_time_features(
+                dict(queries.features), queries.available))
+        seqs = [i for i, s in enumerate(queries.sequences) if np.isin(s, rows).any()]
+        batch = collate(queries, [queries.sequences[s] for s in seqs], None,
+                        queries.speaker_codes).to(self.device)
+        _, h_ind, ids = batch_hardness_terms(teacher, batch, ref)
+        where = {int(g): k for k, g in enumerate(ids.cpu().numpy())}
+        x = np.array([float(h_ind[where[int(r)]]) for r in rows])
+        train = plan.h_ind_raw
+        if cfg.hardness_norm == "rank":
+            return np.array([(train <= v).mean() for v in x])
+        span = np.ptp(train)
+        return np.clip((x - train.min()) / span, 0.0, 1.0) if span > 1e-12 else np.zeros_like(x)
+
     def _answer(self, out, keep, condition, match, near, hard, r) -> dict:
         ds = self.dataset
         res: dict = {}
@@ -382,8 +433,9 @@ class Predictor:
             h = hard[r][np.isfinite(hard[r])]
             res["hardness"] = {
                 "h": round(float(h.mean()), 4) if len(h) else None,
-                "estimate": f"mean curriculum hardness h of the {len(h)} nearest training "
-                            f"utterances under {condition} (fold {self.fold.index})"}
+                "estimate": f"h: mean curriculum hardness of the {len(h)} nearest training "
+                            f"utterances under {condition} (fold {self.fold.index}); h_ind: "
+                            "this sample's own indirect hardness, normalised over training"}
         res["neighbours"] = []
         if near is not None:
             ids, dist = near
