@@ -153,7 +153,8 @@ def _describe(r: dict) -> str:
             lines.append(f"  {c:<{width}}  {p:6.3f}  {'#' * int(round(p * 40))}")
     h = r.get("hardness")
     if h and h.get("h") is not None:
-        lines.append(f"hardness: {h['h']:.3f}  ({h['estimate']})")
+        own = f"h_ind {h['h_ind']:.3f}, " if h.get("h_ind") is not None else ""
+        lines.append(f"hardness: {own}h {h['h']:.3f}  ({h['estimate']})")
     if r.get("neighbours"):
         lines.append("nearest training utterances:")
         for nb in r["neighbours"]:
@@ -180,6 +181,8 @@ def _table(results: list[dict]):
             row.update({f"p_{c}": p for c, p in (r.get("probabilities") or {}).items()})
             if r.get("hardness"):
                 row["hardness"] = r["hardness"]["h"]
+                if r["hardness"].get("h_ind") is not None:
+                    row["h_ind"] = r["hardness"]["h_ind"]
             if r.get("neighbours"):
                 nb = r["neighbours"][0]
                 row["nearest"] = f"{nb['utterance_id']} ({nb['label']})"

@@ -7,16 +7,17 @@ through exactly the extraction the model was trained on. For each utterance::
     given media -> extract (the run's extractors) -> [HARDY-MER: the fold's fine-tuning nets]
       -> the model trained under that missing pattern -> class probabilities
       -> nearest training utterances (FAISS, same modalities, same feature space) + their labels
-      -> HARDY-MER: estimated hardness = mean curriculum hardness h of those neighbours
+      -> HARDY-MER: its own h_ind (the fold's teacher) + the neighbours' mean curriculum h
 
 Which model answers: the cell trained under exactly the given pattern (``at`` for audio +
 text) when the run has it, else one trained under ``random:p``, else the full-modality one,
 else the first; the answer says which (``model.trained_on``, ``model.match``).
 
-Hardness of a *new* sample cannot be computed as in training: h_dir needs the true values of
-the missing modalities, which a deployment sample does not have. The estimate is the mean h of
-its nearest training neighbours under the same pattern, as the fold's curriculum plan scored
-them (spec §1.3); it says how hard comparable training cases were.
+Hardness of a *new* sample: its own ``h_ind`` is computed as in training (the fold's teacher,
+normalised over the training set); its combined ``h`` cannot be, since ``h_dir`` needs the true
+values of the missing modalities, which a deployment sample does not have. ``h`` is therefore
+the mean h of its nearest training neighbours under the same pattern, as the fold's curriculum
+plan scored them (spec §1.3): how hard comparable training cases were.
 """
 from __future__ import annotations
 
