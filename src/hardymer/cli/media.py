@@ -42,6 +42,7 @@ def extract(
     OUT/extraction/, failed ones are retried. Failures are listed at the end and in
     OUT/extraction/errors.csv (exit code 1 when there are any; the data set is still written).
 
+    \b
     Examples:
       hardymer extract clips.csv --out data/mine
       hardymer extract clips/ --labels-from-folders --out data/mine --video none
@@ -100,6 +101,7 @@ def predict(
     probabilities, the modalities used, the nearest training utterances with their labels and,
     for HARDY-MER runs, the estimated hardness of the case.
 
+    \b
     Examples:
       hardymer predict runs/mine --audio clip.wav --text "I can't believe you did that"
       hardymer predict runs/mine --video clip.mp4 --json          # camera only
