@@ -247,3 +247,48 @@ def test_label_forms(tmp_path):
     assert list(ids) == [1, 0] and names == ["neg", "pos"]
     with pytest.raises(DataError, match="not one of the classes"):
         _labels(pd.DataFrame({"label": ["joy"]}), None, ["neg", "pos"], "m.csv")
+
+
+def _transcode(src: Path, dst: Path, codec: str) -> Path:
+    """Re-encode an audio file with PyAV (flac: lossless; mp3: lossy)."""
+    import av
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s_in = inp.streams.audio[0]
+        s_out = out.add_stream(codec, rate=s_in.rate)
+        s_out.layout = "mono"
+        fmt = s_out.codec_context.codec.audio_formats[0].name
+        resampler = av.AudioResampler(format=fmt, layout="mono", rate=s_in.rate)
+        for frame in inp.decode(s_in):
+            for f in resampler.resample(frame):
+                for pkt in s_out.encode(f):
+                    out.mux(pkt)
+        for pkt in s_out.encode(None):
+            out.mux(pkt)
+    return dst
+
+
+def test_flac_and_mp3_decode_like_the_wav(media, tmp_path):
+    wav = media.parent / "sad_01.wav"
+    ex = create_extractor("opensmile")
+    ref = ex([Utterance("w", audio=wav)])[0].vector
+    flac = ex([Utterance("f", audio=_transcode(wav, tmp_path / "x.flac", "flac"))])[0].vector
+    np.testing.assert_allclose(flac, ref, rtol=1e-5, atol=1e-4)      # lossless: same features
+    mp3 = ex([Utterance("m", audio=_transcode(wav, tmp_path / "x.mp3", "libmp3lame"))])[0]
+    assert mp3.vector.shape == (88,) and np.isfinite(mp3.vector).all()
+    # lossy but the same speech: closer to its own wav than to another utterance's
+    other = ex([Utterance("o", audio=media.parent / "happy_00.wav")])[0].vector
+    z = lambda v: v / (np.abs(ref) + 1e-3)  # noqa: E731  (features differ in scale)
+    assert np.linalg.norm(z(mp3.vector) - z(ref)) < np.linalg.norm(z(other) - z(ref))
+
+
+def test_video_time_window_and_rate(tmp_path):
+    from hardymer.features.demo_media import face_frames, write_video
+    from hardymer.features.media import video_frames
+    video = write_video(tmp_path / "v.mp4", face_frames(20), fps=10)      # 2 s
+    assert len(list(video_frames(video))) == 20
+    assert len(list(video_frames(video, fps=5))) == 10
+    window = list(video_frames(video, start=0.5, end=1.0))
+    assert 5 <= len(window) <= 6                                       # 0.5 s at 10 fps
+    assert len(list(video_frames(video, max_frames=3))) == 3
+    with pytest.raises(MediaError, match="file not found"):
+        list(video_frames(tmp_path / "nope.mp4"))

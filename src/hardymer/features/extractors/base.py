@@ -139,6 +139,14 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+def resolve_device(name: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other names pass."""
+    if name != "auto":
+        return name
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def file_digest(path: str | Path, limit: int | None = None) -> str:
     """sha256 of a file (its first ``limit`` bytes when given): pins model weights."""
     h = hashlib.sha256()

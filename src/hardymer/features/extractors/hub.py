@@ -24,7 +24,7 @@ import numpy as np
 
 from ..media import MediaError, load_audio, video_frames
 from .base import Extracted, Extractor, ExtractorError, Utterance, file_digest, \
-    package_version, register_extractor
+    package_version, register_extractor, resolve_device
 from .video import FaceMeshOptions, FaceTracker
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -58,6 +58,7 @@ class LocalModelExtractor(Extractor):
                              "cannot tell the output dimension")
 
     def _model(self):
+        self._device = resolve_device(self.options.device)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModel
@@ -65,7 +66,7 @@ class LocalModelExtractor(Extractor):
         hf_logging.disable_progress_bar()
         model = AutoModel.from_pretrained(str(self.folder()), local_files_only=True)
         self._torch = torch
-        return model.eval().to(self.options.device)
+        return model.eval().to(self._device)
 
     def versions(self) -> dict[str, str]:
         weights = [self.folder() / f for f in WEIGHT_FILES if (self.folder() / f).is_file()]
@@ -84,7 +85,7 @@ class LocalModelExtractor(Extractor):
 class Wav2VecOptions:
     path: str = ""
     layer: int = -1
-    device: str = "cpu"
+    device: str = "auto"
     max_seconds: float = 30.0
 
 
@@ -113,7 +114,7 @@ class Wav2VecExtractor(LocalModelExtractor):
             return Extracted(None, f"only {len(signal) / sr:.3f} s of audio")
         inputs = self._fe(signal, sampling_rate=sr, return_tensors="pt")
         with self._torch.no_grad():
-            out = self._net(**{k: v.to(self.options.device) for k, v in inputs.items()},
+            out = self._net(**{k: v.to(self._device) for k, v in inputs.items()},
                             output_hidden_states=self.options.layer != -1)
         vec = self._hidden(out)[0].mean(0).float().cpu().numpy()
         return Extracted(vec.astype(np.float32), info={"seconds": round(len(signal) / sr, 3)})
@@ -123,7 +124,7 @@ class Wav2VecExtractor(LocalModelExtractor):
 class DebertaOptions:
     path: str = ""
     layer: int = -1
-    device: str = "cpu"
+    device: str = "auto"
     max_length: int = 256
 
 
@@ -148,7 +149,7 @@ class DebertaExtractor(LocalModelExtractor):
             return out
         enc = self._tok([texts[i] for i in keep], padding=True, truncation=True,
                         max_length=self.options.max_length, return_tensors="pt")
-        enc = {k: v.to(self.options.device) for k, v in enc.items()}
+        enc = {k: v.to(self._device) for k, v in enc.items()}
         with self._torch.no_grad():
             hidden = self._hidden(self._net(**enc, output_hidden_states=self.options.layer != -1))
         mask = enc["attention_mask"][..., None].to(hidden.dtype)
@@ -165,7 +166,7 @@ class DebertaExtractor(LocalModelExtractor):
 class FaceCNNOptions:
     path: str = ""
     layer: int = -1
-    device: str = "cpu"
+    device: str = "auto"
     fps: float = 5.0
     max_frames: int = 300
     margin: float = 0.2               # box of the landmarks grown by this fraction per side
@@ -213,7 +214,7 @@ class FaceCNNExtractor(LocalModelExtractor):
             return Extracted(None, f"no face in {n} frame(s)", info)
         inputs = self._proc(images=crops, return_tensors="pt")
         with self._torch.no_grad():
-            out = self._net(pixel_values=inputs["pixel_values"].to(o.device),
+            out = self._net(pixel_values=inputs["pixel_values"].to(self._device),
                             output_hidden_states=o.layer != -1)
         pooled = getattr(out, "pooler_output", None)
         if o.layer != -1 or pooled is None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from .base import Extracted, Extractor, ExtractorError, Utterance, file_digest, \
-    package_version, register_extractor
+    package_version, register_extractor, resolve_device
 
 
 @dataclass
 class MiniLMOptions:
     path: str = ""                    # a sentence-transformers folder; "" = the packaged model
-    device: str = "cpu"
+    device: str = "auto"              # "auto": CUDA when available
     max_length: int = 256             # tokens; longer transcripts are truncated
 
 
@@ -60,7 +60,8 @@ class MiniLMExtractor(Extractor):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
-        self._model = SentenceTransformer(str(self.folder), device=self.options.device,
+        self._model = SentenceTransformer(str(self.folder),
+                                          device=resolve_device(self.options.device),
                                           local_files_only=True)
         self._model.max_seq_length = self.options.max_length
 
