@@ -73,9 +73,12 @@ def test_batch_matches_the_model_on_the_data_set(setup, method):
     p = hardymer.load(runs[method])
     results = {r["utterance_id"]: r for r in p.predict_manifest(manifest, neighbours=3)}
     ds = p.reference                      # the data the run's models read (fine-tuned or not)
-    assert (method == "hardymer") == (ds.features["a"] is not open_data(data).features["a"]
-                                      and not np.array_equal(ds.features["a"],
-                                                             open_data(data).features["a"]))
+    # extracted data are standardised with fold 0's training statistics (train.standardize=auto)
+    train_a = p.inputs.features["a"][p.train_ids]
+    np.testing.assert_allclose(train_a.mean(0), 0, atol=1e-4)
+    assert not np.allclose(p.inputs.features["a"], open_data(data).features["a"])
+    assert (method == "hardymer") == (not np.array_equal(ds.features["a"],
+                                                         p.inputs.features["a"]))
     model = p._model("atv")
     from hardymer.hardness.inspect import first_plan
     plan = first_plan(runs[method] / "fold0" / "atv")

@@ -96,8 +96,11 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
 
 
 def _test_time_data(cfg: RunConfig, dataset, fold, run: Path):
-    """The data the fold's models read at test time (HARDY-MER: its fine-tuned features)."""
+    """The data the fold's models read at test time (standardised when the run was; HARDY-MER:
+    its fine-tuned features)."""
+    from ..data.standardize import fold_inputs
     from ..models.base import get_method_class
+    dataset, _ = fold_inputs(cfg.train.standardize, dataset, fold.train)
     cls = get_method_class(cfg.method)
     workdir = shared_dir(run, fold.index, cfg.method)
     try:

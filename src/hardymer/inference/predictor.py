@@ -117,8 +117,11 @@ class Predictor:
         cls = get_method_class(self.cfg.method)
         self._method_cls = cls
         self._workdir = shared_dir(self.run, self.fold.index, self.cfg.method)
+        from ..data.standardize import fold_inputs
+        # What the models read: the fold's standardised features when the run standardised.
+        self.inputs, self.scaler = fold_inputs(self.cfg.train.standardize, ds, self.fold.train)
         try:
-            self.reference = cls.test_time_dataset(cls.Config(**self.cfg.model), ds,
+            self.reference = cls.test_time_dataset(cls.Config(**self.cfg.model), self.inputs,
                                                    self._workdir)
         except FileNotFoundError as err:
             raise PredictError(str(err)) from err
@@ -126,7 +129,7 @@ class Predictor:
             # Cross-fitted training rows come from other networks than a new query: map the
             # raw training data with the query's network so that distances compare alike.
             self.reference = replace(ds, features=self._test_time_features(
-                {m: np.asarray(ds.features[m], np.float32) for m in ds.modalities},
+                {m: np.asarray(self.inputs.features[m], np.float32) for m in ds.modalities},
                 ds.available))
         self._models: dict[str, torch.nn.Module] = {}
         self._databases: dict[tuple, tuple] = {}
@@ -247,6 +250,8 @@ class Predictor:
                          speakers: Sequence[str] | None = None) -> list[dict]:
         """Predict from already extracted features {m: (N, d_m)} and availability (N, M)."""
         n = len(utterance_ids)
+        if self.scaler is not None:
+            features = self.scaler.transform(features, available, self.modalities)
         raw_features = features
         features = self._test_time_features(features, available)
         table = pd.DataFrame({"utterance_id": [str(u) for u in utterance_ids],
@@ -395,7 +400,7 @@ class Predictor:
             teacher = Teacher(_teacher_config(cfg), ds.dims, ds.n_classes, ds.task)
             load_checkpoint(folder / "last", teacher)
             teacher = teacher.to(self.device).eval()
-            tds = ds if cfg.teacher_features == "raw" else self.reference
+            tds = self.inputs if cfg.teacher_features == "raw" else self.reference
             complete = self.train_ids[tds.available[self.train_ids].all(1)]
             ref = reference_embeddings(teacher, tds.features, complete, self.device)
             self._teacher = (folder, teacher, ref)

@@ -44,6 +44,9 @@ class TrainConfig:
     eval_batch_size: int = 32
     device: str = "auto"          # auto = cuda when available, else cpu
     deterministic: bool = True
+    standardize: str = "auto"     # z-score features with the fold's training statistics;
+                                  # auto: on for `hardymer extract` data, off for the papers'
+                                  # feature sets (data/standardize.py)
 
 
 @dataclass

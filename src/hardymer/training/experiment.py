@@ -22,6 +22,7 @@ import torch
 
 from .. import __version__
 from ..data.dataset import MERDataset
+from ..data.standardize import fold_inputs
 from ..models.base import create_method, get_method_class
 from ..protocol.conditions import Condition
 from ..protocol.splits import Fold, make_folds
@@ -174,11 +175,12 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
         prepare_run_dir(out, cfg, data_source, dataset, conditions, ids)
     records = []
     for k in ids:
+        fold_ds, _ = fold_inputs(cfg.train.standardize, dataset, folds[k].train)
         context, prepared = None, False
         for cond in conditions:
             if not prepared and not _finished(cell_dir(out, k, cond)):
-                context, prepared = prepare_fold(cfg, dataset, folds[k], out, progress), True
-            records.append(run_cell(cfg, dataset, folds[k], cond, out, progress, context,
+                context, prepared = prepare_fold(cfg, fold_ds, folds[k], out, progress), True
+            records.append(run_cell(cfg, fold_ds, folds[k], cond, out, progress, context,
                                     prepared))
             if out is not None:
                 _write_records(out, records)

@@ -1,0 +1,45 @@
+"""Per-fold standardisation: training statistics only, masks kept, auto = extracted data."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hardymer.data.standardize import FoldScaler, fold_inputs, standardize_wanted
+from hardymer.protocol.splits import make_folds
+
+from conftest import make_toy
+
+
+def test_training_statistics_only_and_masks_kept():
+    ds = make_toy()
+    ds.available[::7, 1] = False
+    fold = make_folds(ds)[0]
+    std, scaler = fold_inputs("true", ds, fold.train)
+    train = ds.rows_of(fold.train)
+    for j, m in enumerate(ds.modalities):
+        rows = train[ds.available[train, j]]
+        np.testing.assert_allclose(std.features[m][rows].mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(std.features[m][rows].std(0), 1, atol=1e-4)
+        assert (std.features[m][~ds.available[:, j]] == 0).all()
+    np.testing.assert_array_equal(std.available, ds.available)
+    # Changing test rows changes nothing in the statistics (no peeking at the test split).
+    test = ds.rows_of(fold.test)
+    feats = {m: np.array(x) for m, x in ds.features.items()}
+    feats["a"][test] += 100.0
+    again = FoldScaler.fit(replace(ds, features=feats), train)
+    np.testing.assert_array_equal(again.mean["a"], scaler.mean["a"])
+    # A constant dimension is centred, not divided by zero.
+    feats["v"][:, 0] = 3.0
+    z = FoldScaler.fit(replace(ds, features=feats), train)
+    assert z.std["v"][0] == 1.0
+
+
+def test_auto_follows_the_data_source():
+    ds = make_toy()
+    assert not standardize_wanted("auto", ds)
+    assert standardize_wanted("auto", replace(ds, meta={"extraction": {"extractors": {}}}))
+    assert standardize_wanted("on", ds) and not standardize_wanted(False, ds)
+    with pytest.raises(ValueError, match="train.standardize"):
+        standardize_wanted("maybe", ds)
+    same, scaler = fold_inputs("auto", ds, make_folds(ds)[0].train)
+    assert same is ds and scaler is None
