@@ -163,6 +163,15 @@ def test_folder_input_with_labels(media, tmp_path):
         (tmp_path / label / "clip.txt").write_text(f"I feel {label}\n")
     table = read_manifest(tmp_path, labels_from_folders=True).table
     assert list(table["utterance_id"]) == ["happy/clip", "sad/clip"]
+    assert table.loc[0, "audio"] == str((tmp_path / "happy" / "clip.wav").resolve())
+    import os
+    here = os.getcwd()
+    os.chdir(tmp_path.parent)                 # a relative folder, as typed on a command line
+    try:
+        rel = read_manifest(Path(tmp_path.name), labels_from_folders=True).table
+    finally:
+        os.chdir(here)
+    assert rel.loc[1, "audio"] == str((tmp_path / "sad" / "clip.wav").resolve())
     assert list(table["label"]) == ["happy", "sad"] and table.loc[1, "text"] == "I feel sad"
     report = extract(tmp_path, None, video="none", labels_from_folders=True, progress=False)
     assert report.dataset.available.all() and report.dataset.class_names == ("happy", "sad")

@@ -83,7 +83,7 @@ def predict(
                                           "utterance starts."),
     end: Optional[float] = typer.Option(None, help="Seconds into the media where it ends."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", help="Batch form: predict "
-                                            "every row of a manifest (extract's columns)."),
+                                            "every row of a manifest (extract's columns) or media folder."),
     fold: Optional[int] = typer.Option(None, help="Which fold's models answer (default: the "
                                        "run's first)."),
     neighbours: int = typer.Option(5, "--neighbours", "-k", help="Nearest training "

@@ -98,7 +98,9 @@ def _scan_folder(folder: Path, labels_from_folders: bool) -> pd.DataFrame:
         if kind in row:
             raise DataError(f"two {kind} files for utterance {uid!r} ({Path(row[kind]).name}, "
                             f"{path.name}); expected one per stem", file=path, field=kind)
-        row[kind] = path.read_text(encoding="utf-8").strip() if kind == "text" else str(path)
+        # Paths relative to the folder, resolved against it like a manifest's.
+        row[kind] = (path.read_text(encoding="utf-8").strip() if kind == "text"
+                     else path.relative_to(folder).as_posix())
         if labels_from_folders:
             if path.parent == folder:
                 raise DataError("labels_from_folders: expected every file inside a class "
