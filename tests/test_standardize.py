@@ -43,3 +43,26 @@ def test_auto_follows_the_data_source():
         standardize_wanted("maybe", ds)
     same, scaler = fold_inputs("auto", ds, make_folds(ds)[0].train)
     assert same is ds and scaler is None
+
+
+def test_runs_from_before_standardize_keep_raw_features():
+    from hardymer.training.config import RunConfig
+    old = {"method": "momke", "model": {}, "train": {"epochs": [1, 1]}}
+    assert RunConfig.from_dict(old).train.standardize == "false"
+    assert RunConfig.from_dict({**old, "train": {"standardize": "auto"}}).train.standardize \
+        == "auto"
+
+
+def test_resuming_on_changed_data_is_refused(tmp_path):
+    from hardymer.protocol import parse_condition
+    from hardymer.training.config import load_run_config
+    from hardymer.training.experiment import run_experiment
+    ds = make_toy(n_seq=10)
+    cfg = load_run_config("zero-fill", ds.family, ["train.epochs=[1]"])
+    cond = [parse_condition("at", ds.modalities)]
+    run_experiment(cfg, ds, cond, [0], out=tmp_path, data_source="toy", progress=False)
+    run_experiment(cfg, ds, cond, [0], out=tmp_path, data_source="toy", progress=False)
+    changed = replace(ds, labels=np.roll(ds.labels, 1))
+    with pytest.raises(ValueError, match="changed since"):
+        run_experiment(cfg, changed, cond, [0], out=tmp_path, data_source="toy",
+                       progress=False)

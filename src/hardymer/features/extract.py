@@ -263,13 +263,20 @@ def extract(source: str | Path | Manifest, out: str | Path | None = None, *,
         cache = _Cache(out / "extraction" / m) if out is not None else None
         # Keyed by the full provenance (every option, library versions, model hash): an
         # upgraded library or replaced weights re-extract instead of mixing old and new.
-        ident = json.dumps(ex.provenance(), sort_keys=True)
+        prov = ex.provenance()
+        prov["options"] = {k: v for k, v in prov["options"].items() if k != "device"}
+        prov["spec"] = ""   # (the options say it all; the spec string holds the device too)
+        ident = json.dumps(prov, sort_keys=True)
         keys = [_signature(it, m, ident) if _given(it, m) else "" for it in items]
         todo = []
         for i, it in enumerate(items):
             if not _given(it, m):
                 continue
             rec = cache.done(keys[i]) if cache else None
+            if rec is not None and rec["status"] == "ok":
+                vec = cache.vector(keys[i])
+                # a damaged cache entry is extracted again, never broadcast into the row
+                rec = {**rec, "vector": vec} if vec.shape == (ex.dim,) else None
             if rec is None:
                 todo.append(i)
             else:

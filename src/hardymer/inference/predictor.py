@@ -86,7 +86,9 @@ class Predictor:
             raise PredictError(f"cannot reopen the run's data {self.meta['data']!r}: {err}") \
                 from err
         ds = self.dataset
-        if self.meta.get("dataset") and self.meta["dataset"] != ds.summary():
+        from ..training.experiment import data_fingerprint
+        if (self.meta.get("dataset") and self.meta["dataset"] != ds.summary()) or \
+                self.meta.get("fingerprint", data_fingerprint(ds)) != data_fingerprint(ds):
             raise PredictError(f"the data at {self.meta['data']!r} changed since {self.run} was "
                                f"trained (then: {self.meta['dataset']}; now: {ds.summary()}); "
                                "folds and neighbours would not line up. Re-train on the "
@@ -125,6 +127,7 @@ class Predictor:
                                                    self._workdir)
         except FileNotFoundError as err:
             raise PredictError(str(err)) from err
+        self._teacher_view = self.reference      # what training's teacher and plans read
         if getattr(cls.Config(**self.cfg.model), "finetune_crossfit", 0) > 1:
             # Cross-fitted training rows come from other networks than a new query: map the
             # raw training data with the query's network so that distances compare alike.
@@ -400,7 +403,7 @@ class Predictor:
             teacher = Teacher(_teacher_config(cfg), ds.dims, ds.n_classes, ds.task)
             load_checkpoint(folder / "last", teacher)
             teacher = teacher.to(self.device).eval()
-            tds = self.inputs if cfg.teacher_features == "raw" else self.reference
+            tds = self.inputs if cfg.teacher_features == "raw" else self._teacher_view
             complete = self.train_ids[tds.available[self.train_ids].all(1)]
             ref = reference_embeddings(teacher, tds.features, complete, self.device)
             self._teacher = (folder, teacher, ref)
@@ -415,8 +418,11 @@ class Predictor:
         where = {int(g): k for k, g in enumerate(ids.cpu().numpy())}
         x = np.array([float(h_ind[where[int(r)]]) for r in rows])
         train = plan.h_ind_raw
-        if cfg.hardness_norm == "rank":
-            return np.array([(train <= v).mean() for v in x])
+        how = "minmax" if cfg.hardness_fusion == "sigmoid" else cfg.hardness_norm
+        if how == "rank":   # the average-rank position it would take among the training set
+            n = max(len(train) - 1, 1)
+            return np.clip([((train < v).sum() + ((train == v).sum() - 1) / 2) / n
+                            for v in x], 0.0, 1.0)
         span = np.ptp(train)
         return np.clip((x - train.min()) / span, 0.0, 1.0) if span > 1e-12 else np.zeros_like(x)
 

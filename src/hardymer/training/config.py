@@ -62,7 +62,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(method=d["method"], model=dict(d["model"]), train=TrainConfig(**d["train"]))
+        return cls(method=d["method"], model=dict(d["model"]),
+                   train=TrainConfig(**upgrade_train(d["train"])))
+
+
+def upgrade_train(train: dict) -> dict:
+    """A stored ``train`` section with the behaviour it was trained with: runs written before
+    ``standardize`` existed read raw features, whatever the default is now."""
+    return {"standardize": "false", **train}
 
 
 def preset_files(method: str, family: str) -> list[str]:

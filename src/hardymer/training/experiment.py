@@ -133,31 +133,55 @@ def prepare_run_dir(out: Path, cfg: RunConfig, data_source: str, dataset: MERDat
     """Create or check ``run.json``; a different config in the same folder is an error."""
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "run.json"
+    fingerprint = data_fingerprint(dataset)
     want = {"config": cfg.to_dict(), "data": data_source}
     if meta_path.is_file():
         have = json.loads(meta_path.read_text())
         if {"config": _with_defaults(have["config"]), "data": have["data"]} != want:
             raise ValueError(f"{out} holds a run with a different configuration or data; "
                              "choose another --out (or delete the folder) to start afresh")
+        if have.get("fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"the data at {data_source!r} changed since {out} was started "
+                             "(utterances, labels, availability or extractors); its finished "
+                             "cells were trained on the old data: choose another --out")
         conds = sorted(set(have["conditions"]) | {c.name for c in conditions})
         folds = sorted(set(have["folds"]) | set(fold_ids))
     else:
         conds, folds = [c.name for c in conditions], fold_ids
     atomic_write_json(meta_path, {**want, "conditions": conds, "folds": folds,
-                                  "dataset": dataset.summary(), "task": dataset.task,
+                                  "dataset": dataset.summary(), "fingerprint": fingerprint,
+                                  "task": dataset.task,
                                   "modalities": list(dataset.modalities),
                                   "versions": versions()})
+
+
+def data_fingerprint(dataset: MERDataset) -> str:
+    """sha1 of what identifies a data set's content cheaply: utterance ids and order, labels,
+    availability, feature shapes and first/last rows, and the extractors that made it."""
+    import hashlib
+    h = hashlib.sha1()
+    h.update("\n".join(map(str, dataset.utterances["utterance_id"])).encode())
+    h.update(np.ascontiguousarray(dataset.labels).tobytes())
+    h.update(np.ascontiguousarray(dataset.available).tobytes())
+    for m in dataset.modalities:
+        x = dataset.features[m]
+        h.update(f"{m}{x.shape}".encode())
+        h.update(np.ascontiguousarray(x[:64], dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(x[-64:], dtype=np.float32).tobytes())
+    prov = (dataset.meta.get("extraction") or {}).get("extractors")
+    h.update(json.dumps(prov, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def _with_defaults(config: dict) -> dict:
     """A stored config with fields added since it was written set to their defaults, so a run
     made by an older version still resumes when nothing it set has changed."""
     from dataclasses import asdict, fields
-    from .config import TrainConfig
+    from .config import TrainConfig, upgrade_train
     cls = get_method_class(config["method"])
     model = {f.name: getattr(cls.Config(), f.name) for f in fields(cls.Config)}
     return {**config, "model": {**model, **config["model"]},
-            "train": {**asdict(TrainConfig()), **config["train"]}}
+            "train": {**asdict(TrainConfig()), **upgrade_train(config["train"])}}
 
 
 def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
