@@ -33,27 +33,6 @@ SPECS = ["opensmile", "opensmile:feature_set=ComParE_2016", "minilm", "facemesh"
          "facemesh:fps=0"]
 
 
-def tiny_hub_models(root: Path) -> dict[str, str]:
-    from transformers import (AutoTokenizer, DebertaV2Config, DebertaV2Model, ViTConfig,
-                              ViTImageProcessor, ViTModel, Wav2Vec2Config,
-                              Wav2Vec2FeatureExtractor, Wav2Vec2Model)
-    from hardymer.features.extractors.text import packaged_minilm
-    torch.manual_seed(0)
-    Wav2Vec2Model(Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=128)).save_pretrained(root / "w2v")
-    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(root / "w2v")
-    tok = AutoTokenizer.from_pretrained(str(packaged_minilm()))
-    DebertaV2Model(DebertaV2Config(vocab_size=tok.vocab_size, hidden_size=64,
-                                   num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=128)).save_pretrained(root / "deb")
-    tok.save_pretrained(root / "deb")
-    ViTModel(ViTConfig(image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=128)).save_pretrained(root / "vit")
-    ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(root / "vit")
-    return {"a": f"wav2vec:path={root / 'w2v'}", "t": f"deberta:path={root / 'deb'}",
-            "v": f"face-cnn:path={root / 'vit'}"}
-
-
 def time_extractor(spec: str, items) -> dict:
     ex = create_extractor(spec)
     t0 = time.perf_counter()
@@ -90,7 +69,9 @@ def main() -> None:
         items = utterances_of(read_manifest(manifest).table)
         speech = float(np.mean([len(load_audio(it.audio)) / 16000 for it in items]))
         rows = [time_extractor(s, items) for s in SPECS]
-        rows += [time_extractor(s, items) for s in tiny_hub_models(tmp / "hub").values()]
+        from hardymer.features.extractors.tiny import write_tiny_models
+        rows += [time_extractor(f"{name}:path={folder}", items)
+                 for name, folder in write_tiny_models(tmp / "hub").items()]
         threads = torch.get_num_threads()       # what the extractors above ran with
         predict = end_to_end(manifest, tmp, items)
     info = {"machine": f"{platform.machine()}, {threads} torch threads",

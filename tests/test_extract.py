@@ -301,3 +301,12 @@ def test_video_time_window_and_rate(tmp_path):
     assert len(list(video_frames(video, max_frames=3))) == 3
     with pytest.raises(MediaError, match="file not found"):
         list(video_frames(tmp_path / "nope.mp4"))
+
+
+def test_a_silent_video_as_audio_is_absent_not_an_error(media, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"utterance_id,audio,text\nq,{media.parent / 'blank.mp4'},hello\n")
+    report = extract(manifest, None, video="none", progress=False)
+    assert report.dataset.utterances.loc[0, "audio_status"] == \
+        "absent: no audio stream in the file"
+    assert len(report.errors) == 0 and not report.dataset.available[0, 0]

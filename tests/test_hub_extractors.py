@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from hardymer.features.extractors import ExtractorError, Utterance, create_extractor
 
@@ -18,27 +17,9 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from transformers import (AutoTokenizer, DebertaV2Config, DebertaV2Model, ViTConfig,
-                              ViTImageProcessor, ViTModel, Wav2Vec2Config,
-                              Wav2Vec2FeatureExtractor, Wav2Vec2Model)
-    from hardymer.features.extractors.text import packaged_minilm
+    from hardymer.features.extractors.tiny import write_tiny_models
     root = tmp_path_factory.mktemp("hub")
-    torch.manual_seed(0)
-    w2v = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
-                         conv_kernel=(10, 8), num_conv_pos_embeddings=16,
-                         num_conv_pos_embedding_groups=2, vocab_size=10)
-    Wav2Vec2Model(w2v).save_pretrained(root / "w2v")
-    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(root / "w2v")
-    tok = AutoTokenizer.from_pretrained(str(packaged_minilm()))   # a real tokenizer, offline
-    deb = DebertaV2Config(vocab_size=tok.vocab_size, hidden_size=24, num_hidden_layers=2,
-                          num_attention_heads=2, intermediate_size=48)
-    DebertaV2Model(deb).save_pretrained(root / "deberta")
-    tok.save_pretrained(root / "deberta")
-    vit = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                    num_attention_heads=2, intermediate_size=32)
-    ViTModel(vit).save_pretrained(root / "vit")
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "vit")
+    write_tiny_models(root)
     return root
 
 

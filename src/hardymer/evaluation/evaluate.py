@@ -73,13 +73,15 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
     device = resolve_device(cfg.train.device)
     per_fold = []
     for k in meta["folds"]:
+        fold_ds = None      # the fold's test-time data: built once, for its first model
         for src in sources:
             src_cond = parse_condition(src, dataset.modalities)
             stem = cell_dir(run, k, src_cond) / "best"
             if not checkpoint_exists(stem):
                 raise EvaluationError(f"{stem}.safetensors missing: fold {k} under {src} has "
                                       "not finished (re-run the train command to resume)")
-            fold_ds = _test_time_data(cfg, dataset, folds[k], run)
+            if fold_ds is None:
+                fold_ds = _test_time_data(cfg, dataset, folds[k], run)
             method = build_method(cfg, fold_ds)
             load_checkpoint(stem, method)
             method.to(device)

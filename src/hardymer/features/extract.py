@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,6 +35,7 @@ from ..data.dataset import MERDataset
 from ..data.validate import DataError
 from .extractors import DEFAULTS, MODALITIES, Extracted, Extractor, Utterance, create_extractor
 from .manifest import Manifest, read_manifest
+from .media import NoStream
 
 COLUMN_OF = {"a": "audio", "t": "text", "v": "video"}
 
@@ -91,7 +92,8 @@ def utterances_of(table: pd.DataFrame, audio_from_video: bool = False) -> list[U
     return items
 
 
-def _given(item: Utterance, m: str) -> bool:
+def given(item: Utterance, m: str) -> bool:
+    """Whether the manifest gives modality ``m`` of ``item``."""
     return {"a": item.audio, "t": item.text, "v": item.video}[m] is not None
 
 
@@ -129,9 +131,9 @@ def run_extractor(extractor: Extractor, items: Sequence[Utterance],
             each = (time.perf_counter() - t0) / len(chunk)
             for j, r in enumerate(results):
                 on_result(a + j, r, each)
-        except Exception:  # noqa: BLE001 — isolate the failing file(s)
+        except Exception as err:  # noqa: BLE001 — isolate the failing file(s)
             if len(chunk) == 1:
-                on_result(a, _current_error(), time.perf_counter() - t0)
+                on_result(a, _outcome(err), time.perf_counter() - t0)
             else:
                 for j, it in enumerate(chunk):
                     t1 = time.perf_counter()
@@ -139,7 +141,7 @@ def run_extractor(extractor: Extractor, items: Sequence[Utterance],
                         on_result(a + j, _checked(extractor, extractor.extract_batch([it])[0]),
                                   time.perf_counter() - t1)
                     except Exception as err:  # noqa: BLE001
-                        on_result(a + j, err, time.perf_counter() - t1)
+                        on_result(a + j, _outcome(err), time.perf_counter() - t1)
         bar.update(len(chunk))
     bar.close()
 
@@ -158,9 +160,10 @@ def _checked(extractor: Extractor, result: Extracted) -> Extracted:
     return result
 
 
-def _current_error() -> Exception:
-    import sys
-    return sys.exc_info()[1]
+def _outcome(err: Exception) -> Extracted | Exception:
+    """A file that lacks the stream (a silent video as audio) is an absent modality, not a
+    failure; everything else stays an error."""
+    return Extracted(None, err.reason) if isinstance(err, NoStream) else err
 
 
 class _Cache:
@@ -194,16 +197,11 @@ class _Cache:
         return np.load(self.folder / "vectors" / f"{key}.npy", allow_pickle=False)
 
     def put(self, key: str, uid: str, result: Extracted | Exception, seconds: float) -> dict:
-        rec = {"key": key, "utterance_id": uid, "seconds": round(seconds, 4)}
-        if isinstance(result, Exception):
-            rec.update(status="error", reason=f"{type(result).__name__}: {result}")
-        elif result.vector is None:
-            rec.update(status="absent", reason=result.reason, info=result.info)
-        else:
+        rec = {"key": key, "utterance_id": uid, "seconds": round(seconds, 4), **_record(result)}
+        if rec["status"] == "ok":
             tmp = self.folder / "vectors" / f".{key}.{uuid.uuid4().hex[:6]}.npy"
             np.save(tmp, np.asarray(result.vector, dtype=np.float32))
             os.replace(tmp, self.folder / "vectors" / f"{key}.npy")
-            rec.update(status="ok", info=result.info)
         self._log.write(json.dumps(rec) + "\n")
         self._log.flush()
         self.records[key] = rec
@@ -211,6 +209,83 @@ class _Cache:
 
     def close(self) -> None:
         self._log.close()
+
+
+@dataclass
+class ModalityResult:
+    """One modality of every utterance: ``features`` (n, dim) float32, ``available`` (n,) bool,
+    ``status`` (n,) ``ok`` / ``not given`` / ``absent: …`` / ``error: …``, ``info`` (n dicts),
+    and how many were extracted now, in how many seconds (model loading apart)."""
+
+    features: np.ndarray
+    available: np.ndarray
+    status: np.ndarray
+    info: list[dict]
+    extracted: int = 0
+    seconds: float = 0.0
+
+    def set(self, i: int, rec: dict, vector: np.ndarray | None = None) -> None:
+        if rec["status"] == "ok":
+            self.features[i] = vector
+            self.available[i] = True
+            self.status[i] = "ok"
+        else:
+            self.status[i] = f"{rec['status']}: {rec.get('reason', '')}"
+        self.info[i] = rec.get("info") or {}
+
+
+def extract_modality(ex: Extractor, items: Sequence[Utterance], cache_dir: Path | None = None,
+                     progress: bool = False) -> ModalityResult:
+    """Run one extractor over the utterances that give its modality.
+
+    With ``cache_dir`` every finished utterance is logged there (and its vector saved) before
+    the next, and utterances already done with the same input and extractor are read back.
+    """
+    m, n = ex.modality, len(items)
+    res = ModalityResult(np.zeros((n, ex.dim), dtype=np.float32), np.zeros(n, dtype=bool),
+                         np.array(["not given"] * n, dtype=object), [{} for _ in range(n)])
+    cache = _Cache(cache_dir) if cache_dir is not None else None
+    keys = [""] * n
+    if cache is not None:
+        # Keyed by the full provenance (every option, library versions, model hash): an
+        # upgraded library or replaced weights re-extract instead of mixing old and new.
+        prov = ex.provenance()
+        prov = {**prov, "spec": "",   # (the options say it all; the spec holds the device too)
+                "options": {k: v for k, v in prov["options"].items() if k != "device"}}
+        ident = json.dumps(prov, sort_keys=True)
+        keys = [_signature(it, m, ident) if given(it, m) else "" for it in items]
+    todo = []
+    for i, it in enumerate(items):
+        if not given(it, m):
+            continue
+        rec = cache.done(keys[i]) if cache else None
+        vec = None
+        if rec is not None and rec["status"] == "ok":
+            vec = cache.vector(keys[i])
+            if vec.shape != (ex.dim,):   # a damaged entry is extracted again, never broadcast
+                rec = None
+        if rec is None:
+            todo.append(i)
+        else:
+            res.set(i, rec, vec)
+
+    def on_result(j, result, secs):
+        i = todo[j]
+        rec = (cache.put(keys[i], items[i].utterance_id, result, secs) if cache is not None
+               else _record(result))
+        res.set(i, rec, result.vector if rec["status"] == "ok" else None)
+
+    if todo:
+        ex.ensure_loaded()          # model loading is not part of the extraction rate
+    t0 = time.perf_counter()
+    try:
+        if todo:
+            run_extractor(ex, [items[i] for i in todo], on_result, progress)
+    finally:
+        if cache is not None:
+            cache.close()
+    res.seconds, res.extracted = time.perf_counter() - t0, len(todo)
+    return res
 
 
 def extract(source: str | Path | Manifest, out: str | Path | None = None, *,
@@ -253,69 +328,26 @@ def extract(source: str | Path | Manifest, out: str | Path | None = None, *,
         raise FileExistsError(f"{out} is not empty and was not made by `hardymer extract` "
                               "(no extraction/ folder); choose another --out")
     n = len(items)
-    feats, avail, status, infos = {}, {}, {}, {}
-    counts, errors, seconds, extracted = {}, [], {}, {}
-    for m, ex in extractors.items():
-        feats[m] = np.zeros((n, ex.dim), dtype=np.float32)
-        avail[m] = np.zeros(n, dtype=bool)
-        status[m] = np.array(["not given"] * n, dtype=object)
-        infos[m] = [{} for _ in range(n)]
-        cache = _Cache(out / "extraction" / m) if out is not None else None
-        # Keyed by the full provenance (every option, library versions, model hash): an
-        # upgraded library or replaced weights re-extract instead of mixing old and new.
-        prov = ex.provenance()
-        prov["options"] = {k: v for k, v in prov["options"].items() if k != "device"}
-        prov["spec"] = ""   # (the options say it all; the spec string holds the device too)
-        ident = json.dumps(prov, sort_keys=True)
-        keys = [_signature(it, m, ident) if _given(it, m) else "" for it in items]
-        todo = []
-        for i, it in enumerate(items):
-            if not _given(it, m):
-                continue
-            rec = cache.done(keys[i]) if cache else None
-            if rec is not None and rec["status"] == "ok":
-                vec = cache.vector(keys[i])
-                # a damaged cache entry is extracted again, never broadcast into the row
-                rec = {**rec, "vector": vec} if vec.shape == (ex.dim,) else None
-            if rec is None:
-                todo.append(i)
-            else:
-                _apply(rec, i, m, feats, avail, status, infos, cache)
-
-        def on_result(j, result, secs, _todo=todo, _m=m, _cache=cache, _keys=keys):
-            i = _todo[j]
-            if _cache is not None:
-                rec = _cache.put(_keys[i], items[i].utterance_id, result, secs)
-            else:
-                rec = _record(result)
-                if rec["status"] == "ok":
-                    rec["vector"] = np.asarray(result.vector, np.float32)
-            _apply(rec, i, _m, feats, avail, status, infos, _cache)
-
-        if todo:
-            ex.ensure_loaded()          # model loading is not part of the extraction rate
-        t0 = time.perf_counter()
-        try:
-            if todo:
-                run_extractor(ex, [items[i] for i in todo], on_result, progress)
-        finally:
-            if cache is not None:
-                cache.close()
-        seconds[m], extracted[m] = time.perf_counter() - t0, len(todo)
-        counts[m] = {k: int(sum(str(s).startswith(k) for s in status[m]))
+    results = {m: extract_modality(ex, items, out / "extraction" / m if out else None, progress)
+               for m, ex in extractors.items()}
+    counts, errors = {}, []
+    for m, r in results.items():
+        counts[m] = {k: int(sum(str(st).startswith(k) for st in r.status))
                      for k in ("ok", "absent", "error", "not given")}
-        for i in np.flatnonzero([str(s).startswith("error") for s in status[m]]):
+        for i in np.flatnonzero([str(st).startswith("error") for st in r.status]):
             errors.append({"utterance_id": items[i].utterance_id, "modality": m,
                            "file": str(items[i].audio if m == "a" else items[i].video
                                        if m == "v" else "(transcript)"),
-                           "error": str(status[m][i])[len("error: "):]})
+                           "error": str(r.status[i])[len("error: "):]})
     errors = pd.DataFrame(errors, columns=["utterance_id", "modality", "file", "error"])
-    dataset = _dataset(manifest, extractors, feats, avail, status, infos, task, classes,
+    dataset = _dataset(manifest, extractors, results, task, classes,
                        name or (out.name if out is not None else manifest.source.stem),
                        audio_from_video)
     if out is not None:
         write_extracted(dataset, out, errors)
-    return ExtractionReport(out, n, counts, errors, seconds, extracted, dataset)
+    return ExtractionReport(out, n, counts, errors,
+                            {m: r.seconds for m, r in results.items()},
+                            {m: r.extracted for m, r in results.items()}, dataset)
 
 
 def _record(result) -> dict:
@@ -324,17 +356,6 @@ def _record(result) -> dict:
     if result.vector is None:
         return {"status": "absent", "reason": result.reason, "info": result.info}
     return {"status": "ok", "info": result.info}
-
-
-def _apply(rec, i, m, feats, avail, status, infos, cache) -> None:
-    if rec["status"] == "ok":
-        vec = rec["vector"] if "vector" in rec else cache.vector(rec["key"])
-        feats[m][i] = vec
-        avail[m][i] = True
-        status[m][i] = "ok"
-    else:
-        status[m][i] = f"{rec['status']}: {rec.get('reason', '')}"
-    infos[m][i] = rec.get("info") or {}
 
 
 def _labels(table: pd.DataFrame, task: str | None, classes, file) -> tuple:
@@ -383,7 +404,7 @@ def _labels(table: pd.DataFrame, task: str | None, classes, file) -> tuple:
     return np.array([lookup[c] for c in raw], dtype=np.int64), task, names
 
 
-def _dataset(manifest, extractors, feats, avail, status, infos, task, classes, name,
+def _dataset(manifest, extractors, results: dict[str, ModalityResult], task, classes, name,
              audio_from_video) -> MERDataset:
     table = manifest.table
     labels, task, names = _labels(table, task, classes, manifest.source)
@@ -393,9 +414,9 @@ def _dataset(manifest, extractors, feats, avail, status, infos, task, classes, n
     for c in ("audio", "video", "text", "start", "end"):
         utt[c] = table[c]
     for m in mods:
-        utt[f"{COLUMN_OF[m]}_status"] = status[m]
-        for key in sorted({k for d in infos[m] for k in d}):
-            utt[f"{COLUMN_OF[m]}_{key}"] = [d.get(key, np.nan) for d in infos[m]]
+        utt[f"{COLUMN_OF[m]}_status"] = results[m].status
+        for key in sorted({k for d in results[m].info for k in d}):
+            utt[f"{COLUMN_OF[m]}_{key}"] = [d.get(key, np.nan) for d in results[m].info]
     for c in table.columns:
         if c not in utt and c != "label":
             utt[c] = table[c]
@@ -405,8 +426,9 @@ def _dataset(manifest, extractors, feats, avail, status, infos, task, classes, n
         "extractors": {m: ex.provenance() for m, ex in extractors.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
     return MERDataset(
-        name=name, task=task, modalities=mods, features=feats,
-        available=np.stack([avail[m] for m in mods], axis=1),
+        name=name, task=task, modalities=mods,
+        features={m: results[m].features for m in mods},
+        available=np.stack([results[m].available for m in mods], axis=1),
         labels=labels if labels is not None else np.zeros(len(table), np.int64),
         utterances=utt.reset_index(drop=True),
         class_names=tuple(names) if names else None, meta=meta)

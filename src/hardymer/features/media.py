@@ -17,6 +17,13 @@ class MediaError(RuntimeError):
     """A media file cannot be decoded as asked (message names the file and the problem)."""
 
 
+class NoStream(MediaError):
+    """The file decodes but has no stream of the kind asked for (a silent video read as
+    audio): the modality is absent from the recording, not a failure. ``reason`` says so."""
+
+    reason = "no audio stream in the file"
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000, start: float | None = None,
                end: float | None = None) -> np.ndarray:
     """Decode the first audio stream of ``path`` to mono float32 in [-1, 1].
@@ -42,7 +49,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, start: float | None =
     with container:
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise MediaError(f"{path}: no audio stream (streams: {', '.join(kinds)})")
+            raise NoStream(f"{path}: no audio stream (streams: {', '.join(kinds)})")
         stream = container.streams.audio[0]
         if start:
             # Seek to the keyframe at or before ``start``; samples before it are cut below.

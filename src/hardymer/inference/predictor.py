@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from ..data.dataset import MERDataset, collate
-from ..features.extract import run_extractor, utterances_of
+from ..features.extract import extract_modality, given, utterances_of
 from ..features.extractors import MODALITIES, Utterance, create_extractor
 from ..features.manifest import Manifest, read_manifest
 from ..protocol.conditions import canonical_name, parse_condition
@@ -87,8 +87,9 @@ class Predictor:
                 from err
         ds = self.dataset
         from ..training.experiment import data_fingerprint
+        fingerprint = data_fingerprint(ds)
         if (self.meta.get("dataset") and self.meta["dataset"] != ds.summary()) or \
-                self.meta.get("fingerprint", data_fingerprint(ds)) != data_fingerprint(ds):
+                self.meta.get("fingerprint", fingerprint) != fingerprint:
             raise PredictError(f"the data at {self.meta['data']!r} changed since {self.run} was "
                                f"trained (then: {self.meta['dataset']}; now: {ds.summary()}); "
                                "folds and neighbours would not line up. Re-train on the "
@@ -137,6 +138,7 @@ class Predictor:
         self._models: dict[str, torch.nn.Module] = {}
         self._databases: dict[tuple, tuple] = {}
         self._teacher = None
+        self._finetuners = None
         self.train_ids = ds.rows_of(self.fold.train)
 
     # --- what answers ----------------------------------------------------------------------
@@ -218,33 +220,17 @@ class Predictor:
                                      sequence_ids, neighbours, status, speakers)
 
     def _extract(self, items, progress):
-        n = len(items)
-        feats = {m: np.zeros((n, self.dataset.dims[m]), np.float32) for m in self.modalities}
-        avail = np.zeros((n, len(self.modalities)), dtype=bool)
-        status = [{} for _ in range(n)]
-        for m in set(MODALITIES) - set(self.modalities):
-            for i, it in enumerate(items):
-                if {"a": it.audio, "t": it.text, "v": it.video}[m] is not None:
-                    status[i][MODALITIES[m]] = "ignored: the run was trained without it"
+        """Features {m: (n, d_m)}, availability (n, M) and per-item status of each modality,
+        extracted with the run's extractors (the same code path as ``hardymer extract``)."""
+        status = [{MODALITIES[m]: "ignored: the run was trained without it"
+                   for m in MODALITIES if m not in self.modalities and given(it, m)}
+                  for it in items]
+        feats, avail = {}, np.zeros((len(items), len(self.modalities)), dtype=bool)
         for j, m in enumerate(self.modalities):
-            given = [i for i, it in enumerate(items)
-                     if {"a": it.audio, "t": it.text, "v": it.video}.get(m) is not None]
-            for i in set(range(n)) - set(given):
-                status[i][MODALITIES.get(m, m)] = "not given"
-
-            def on_result(k, res, _secs, _given=given, _m=m, _j=j):
-                i = _given[k]
-                name = MODALITIES.get(_m, _m)
-                if isinstance(res, Exception):
-                    status[i][name] = f"error: {type(res).__name__}: {res}"
-                elif res.vector is None:
-                    status[i][name] = f"absent: {res.reason}"
-                else:
-                    feats[_m][i] = res.vector
-                    avail[i, _j] = True
-                    status[i][name] = "ok"
-            if given:
-                run_extractor(self.extractors[m], [items[i] for i in given], on_result, progress)
+            r = extract_modality(self.extractors[m], items, progress=progress)
+            feats[m], avail[:, j] = r.features, r.available
+            for i, st in enumerate(r.status):
+                status[i][MODALITIES.get(m, m)] = str(st)
         return feats, avail, status
 
     def predict_features(self, features: dict[str, np.ndarray], available: np.ndarray,
@@ -312,14 +298,17 @@ class Predictor:
         if self.cfg.method != "hardymer" or not getattr(cfg, "finetune", False):
             return features
         from ..features.finetune import load_finetuner, transform
-        out = {}
-        for j, m in enumerate(self.modalities):
+        if self._finetuners is None:   # loaded once per predictor, not per call
             try:
-                net = load_finetuner(self._workdir / "finetune", m, self.dataset.dims[m],
-                                     self.dataset.n_classes).to(self.device)
+                self._finetuners = {m: load_finetuner(self._workdir / "finetune", m,
+                                                      self.dataset.dims[m],
+                                                      self.dataset.n_classes).to(self.device)
+                                    for m in self.modalities}
             except FileNotFoundError as err:
                 raise PredictError(str(err)) from err
-            x = transform(net, features[m], self.device)
+        out = {}
+        for j, m in enumerate(self.modalities):
+            x = transform(self._finetuners[m], features[m], self.device)
             x[~available[:, j]] = 0.0
             out[m] = x
         return out
@@ -329,15 +318,15 @@ class Predictor:
                  mask: np.ndarray) -> np.ndarray:
         """Model outputs (len(rows), C) of the query rows, run in their whole sequences with
         what ``mask`` (n, M) lets the model read (ANDed with what each utterance has)."""
-        method = self._model(condition)
-        seqs = [i for i, s in enumerate(queries.sequences) if np.isin(s, rows).any()]
-        batch = collate(queries, [queries.sequences[s] for s in seqs], mask,
-                        queries.speaker_codes).to(self.device)
-        out = method(batch)                                           # (B, S, C)
-        flat_idx = batch.index[batch.utt_mask].cpu().numpy()
-        flat_out = out[batch.utt_mask].float().cpu().numpy()
-        where = {int(g): k for k, g in enumerate(flat_idx)}
-        return np.stack([flat_out[where[int(r)]] for r in rows])
+        batch = self._sequences_of(queries, rows, mask)
+        out = self._model(condition)(batch)                           # (B, S, C)
+        return _rows_of(out[batch.utt_mask].float().cpu().numpy(),
+                        batch.index[batch.utt_mask].cpu().numpy(), rows)
+
+    def _sequences_of(self, queries: MERDataset, rows: np.ndarray, mask: np.ndarray | None):
+        """One batch of every query sequence holding one of ``rows`` (whole dialogues)."""
+        seqs = [s for s in queries.sequences if np.isin(s, rows).any()]
+        return collate(queries, seqs, mask, queries.speaker_codes).to(self.device)
 
     def _neighbours(self, features, keep, rows, k) -> tuple[np.ndarray, np.ndarray] | None:
         """Ids (Q, k) and combined distances (Q, k) of the nearest training utterances that
@@ -411,12 +400,9 @@ class Predictor:
         if cfg.teacher_features != "raw":
             queries = replace(queries, features=self._test_time_features(
                 dict(queries.features), queries.available))
-        seqs = [i for i, s in enumerate(queries.sequences) if np.isin(s, rows).any()]
-        batch = collate(queries, [queries.sequences[s] for s in seqs], None,
-                        queries.speaker_codes).to(self.device)
-        _, h_ind, ids = batch_hardness_terms(teacher, batch, ref)
-        where = {int(g): k for k, g in enumerate(ids.cpu().numpy())}
-        x = np.array([float(h_ind[where[int(r)]]) for r in rows])
+        _, h_ind, ids = batch_hardness_terms(teacher, self._sequences_of(queries, rows, None),
+                                             ref)
+        x = _rows_of(h_ind.double().cpu().numpy(), ids.cpu().numpy(), rows)
         train = plan.h_ind_raw
         how = "minmax" if cfg.hardness_fusion == "sigmoid" else cfg.hardness_norm
         if how == "rank":   # the average-rank position it would take among the training set
@@ -465,3 +451,9 @@ class Predictor:
                     entry["h"] = round(float(hard[r, j]), 4)
                 res["neighbours"].append(entry)
         return res
+
+
+def _rows_of(values: np.ndarray, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values`` (U, ...) of the utterances ``index`` (U,), picked for ``rows`` in order."""
+    where = {int(g): k for k, g in enumerate(index)}
+    return np.stack([values[where[int(r)]] for r in rows])

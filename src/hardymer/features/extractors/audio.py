@@ -56,12 +56,7 @@ class OpenSmileExtractor(Extractor):
         return {"opensmile": package_version("opensmile"), "av": package_version("av")}
 
     def extract_one(self, item: Utterance) -> Extracted:
-        try:
-            signal = load_audio(item.audio, self.options.sample_rate, item.start, item.end)
-        except MediaError as err:
-            if "no audio stream" in str(err):   # e.g. a silent video: audio absent, not failed
-                return Extracted(None, "no audio stream in the file")
-            raise
+        signal = load_audio(item.audio, self.options.sample_rate, item.start, item.end)
         seconds = len(signal) / self.options.sample_rate
         info = {"seconds": round(seconds, 3)}
         if seconds < self.options.min_seconds:

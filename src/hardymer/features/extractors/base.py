@@ -10,6 +10,7 @@ Adding an extractor is adding one class with ``@register_extractor("name")``.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field, fields
@@ -71,6 +72,7 @@ class Extractor:
             # Stored in the data set's provenance: make it work from any working directory.
             self.options.path = str(Path(self.options.path).expanduser().resolve())
         self._loaded = False
+        self._provenance: dict | None = None
 
     # --- to implement --------------------------------------------------------------------
     @property
@@ -109,13 +111,38 @@ class Extractor:
         return self.name + (":" + ",".join(opts) if opts else "")
 
     def provenance(self) -> dict:
-        """Name, modality, dim, options, library and model versions: written to dataset.json."""
-        return {"name": self.name, "spec": self.spec, "modality": self.modality,
-                "dim": self.dim, "options": dataclasses.asdict(self.options),
-                "versions": self.versions()}
+        """Name, modality, dim, options, library and model versions: written to dataset.json.
+        Computed once (it hashes model weights); a copy is returned."""
+        if self._provenance is None:
+            self._provenance = {"name": self.name, "spec": self.spec, "modality": self.modality,
+                                "dim": self.dim, "options": dataclasses.asdict(self.options),
+                                "versions": self.versions()}
+        return copy.deepcopy(self._provenance)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, dim={self.dim})"
+
+
+class TranscriptBatches:
+    """Mixin of the text extractors: transcripts go in batches through :meth:`encode`; an
+    empty one is absent."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) vectors of non-empty transcripts."""
+        raise NotImplementedError
+
+    def extract_batch(self, items: Sequence[Utterance]) -> list[Extracted]:
+        texts = [(it.text or "").strip() for it in items]
+        keep = [i for i, t in enumerate(texts) if t]
+        out = [Extracted(None, "empty transcript") for _ in items]
+        if keep:
+            vecs = np.asarray(self.encode([texts[i] for i in keep]), dtype=np.float32)
+            for i, v in zip(keep, vecs):
+                out[i] = Extracted(v, info={"characters": len(texts[i])})
+        return out
+
+    def extract_one(self, item: Utterance) -> Extracted:
+        return self.extract_batch([item])[0]
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import MediaError, load_audio, video_frames
-from .base import Extracted, Extractor, ExtractorError, Utterance, file_digest, \
-    package_version, register_extractor, resolve_device
-from .video import FaceMeshOptions, FaceTracker
+from ..media import load_audio
+from .base import Extracted, Extractor, ExtractorError, TranscriptBatches, Utterance, \
+    file_digest, package_version, register_extractor, resolve_device
+from .video import FaceMeshOptions, FaceTracker, face_result
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -82,10 +82,14 @@ class LocalModelExtractor(Extractor):
 
 
 @dataclass
-class Wav2VecOptions:
-    path: str = ""
-    layer: int = -1
-    device: str = "auto"
+class LocalModelOptions:
+    path: str = ""                    # the save_pretrained folder (required)
+    layer: int = -1                   # hidden states of this layer; -1 the last
+    device: str = "auto"              # "auto": CUDA when available
+
+
+@dataclass
+class Wav2VecOptions(LocalModelOptions):
     max_seconds: float = 30.0
 
 
@@ -103,12 +107,7 @@ class Wav2VecExtractor(LocalModelExtractor):
 
     def extract_one(self, item: Utterance) -> Extracted:
         sr = int(self._fe.sampling_rate)
-        try:
-            signal = load_audio(item.audio, sr, item.start, item.end)
-        except MediaError as err:
-            if "no audio stream" in str(err):
-                return Extracted(None, "no audio stream in the file")
-            raise
+        signal = load_audio(item.audio, sr, item.start, item.end)
         signal = signal[: int(self.options.max_seconds * sr)]
         if len(signal) < sr // 10:
             return Extracted(None, f"only {len(signal) / sr:.3f} s of audio")
@@ -121,15 +120,12 @@ class Wav2VecExtractor(LocalModelExtractor):
 
 
 @dataclass
-class DebertaOptions:
-    path: str = ""
-    layer: int = -1
-    device: str = "auto"
+class DebertaOptions(LocalModelOptions):
     max_length: int = 256
 
 
 @register_extractor("deberta")
-class DebertaExtractor(LocalModelExtractor):
+class DebertaExtractor(TranscriptBatches, LocalModelExtractor):
     """Transcript -> (hidden,) masked mean of a local text encoder's hidden states."""
 
     modality = "t"
@@ -141,32 +137,18 @@ class DebertaExtractor(LocalModelExtractor):
         self._tok = AutoTokenizer.from_pretrained(str(self.folder()), local_files_only=True)
         self._net = self._model()
 
-    def extract_batch(self, items) -> list[Extracted]:
-        texts = [(it.text or "").strip() for it in items]
-        keep = [i for i, t in enumerate(texts) if t]
-        out = [Extracted(None, "empty transcript") for _ in items]
-        if not keep:
-            return out
-        enc = self._tok([texts[i] for i in keep], padding=True, truncation=True,
-                        max_length=self.options.max_length, return_tensors="pt")
+    def encode(self, texts: list[str]) -> np.ndarray:
+        enc = self._tok(texts, padding=True, truncation=True, max_length=self.options.max_length,
+                        return_tensors="pt")
         enc = {k: v.to(self._device) for k, v in enc.items()}
         with self._torch.no_grad():
             hidden = self._hidden(self._net(**enc, output_hidden_states=self.options.layer != -1))
         mask = enc["attention_mask"][..., None].to(hidden.dtype)
-        pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
-        for i, v in zip(keep, pooled):
-            out[i] = Extracted(v.astype(np.float32), info={"characters": len(texts[i])})
-        return out
-
-    def extract_one(self, item: Utterance) -> Extracted:
-        return self.extract_batch([item])[0]
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
 
 
 @dataclass
-class FaceCNNOptions:
-    path: str = ""
-    layer: int = -1
-    device: str = "auto"
+class FaceCNNOptions(LocalModelOptions):
     fps: float = 5.0
     max_frames: int = 300
     margin: float = 0.2               # box of the landmarks grown by this fraction per side
@@ -200,18 +182,13 @@ class FaceCNNExtractor(LocalModelExtractor):
 
     def extract_one(self, item: Utterance) -> Extracted:
         o = self.options
-        frames = video_frames(item.video, fps=o.fps or None, start=item.start, end=item.end,
-                              max_frames=o.max_frames)
-        crops, n = [], 0
-        for frame, pts in self._tracker.landmarks(frames):
-            n += 1
-            if pts is not None:
-                crop = self.crop(frame, pts)
-                if crop.size:
-                    crops.append(crop)
-        info = {"frames": n, "face_frames": len(crops)}
-        if not crops:
-            return Extracted(None, f"no face in {n} frame(s)", info)
+        faces, n = self._tracker.faces(item, o.fps, o.max_frames)
+        crops = [c for c in (self.crop(frame, pts) for frame, pts in faces) if c.size]
+        return face_result(crops, n, self._embed)
+
+    def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        """(hidden,) mean over the crops of the image model's pooled output."""
+        o = self.options
         inputs = self._proc(images=crops, return_tensors="pt")
         with self._torch.no_grad():
             out = self._net(pixel_values=inputs["pixel_values"].to(self._device),
@@ -222,5 +199,4 @@ class FaceCNNExtractor(LocalModelExtractor):
             per_frame = hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1)
         else:
             per_frame = pooled.flatten(1)
-        vec = per_frame.mean(0).float().cpu().numpy()
-        return Extracted(vec.astype(np.float32), info=info)
+        return per_frame.mean(0).float().cpu().numpy()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Extracted, Extractor, ExtractorError, Utterance, file_digest, \
+from .base import Extractor, ExtractorError, TranscriptBatches, file_digest, \
     package_version, register_extractor, resolve_device
 
 
@@ -35,7 +35,7 @@ def packaged_minilm() -> Path:
 
 
 @register_extractor("minilm")
-class MiniLMExtractor(Extractor):
+class MiniLMExtractor(TranscriptBatches, Extractor):
     """Transcript -> (384,) float32 unit vector; an empty transcript is absent."""
 
     modality = "t"
@@ -75,16 +75,6 @@ class MiniLMExtractor(Extractor):
                 if not self.options.path else "",
                 "model_sha256": file_digest(weights) if weights.is_file() else ""}
 
-    def extract_batch(self, items) -> list[Extracted]:
-        texts = [(it.text or "").strip() for it in items]
-        keep = [i for i, t in enumerate(texts) if t]
-        out = [Extracted(None, "empty transcript") for _ in items]
-        if keep:
-            vecs = self._model.encode([texts[i] for i in keep], batch_size=self.batch_size,
-                                      convert_to_numpy=True, show_progress_bar=False)
-            for i, v in zip(keep, np.asarray(vecs, dtype=np.float32)):
-                out[i] = Extracted(v, info={"characters": len(texts[i])})
-        return out
-
-    def extract_one(self, item: Utterance) -> Extracted:
-        return self.extract_batch([item])[0]
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                  show_progress_bar=False)

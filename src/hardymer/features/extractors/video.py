@@ -76,6 +76,27 @@ class FaceTracker:
                 pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float64)
                 yield frame, pts
 
+    def faces(self, item: Utterance, fps: float, max_frames: int
+              ) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+        """(frame, landmarks) of the analysed frames of ``item.video`` that show a face (at
+        most ``fps`` per second, 0 = all; ``max_frames``), and how many frames were analysed."""
+        frames = video_frames(item.video, fps=fps or None, start=item.start, end=item.end,
+                              max_frames=max_frames)
+        faces, n = [], 0
+        for frame, pts in self.landmarks(frames):
+            n += 1
+            if pts is not None:
+                faces.append((frame, pts))
+        return faces, n
+
+
+def face_result(vectors: list[np.ndarray], n_frames: int, reduce) -> Extracted:
+    """``reduce(stacked per-frame vectors)`` with the frame counts; no face -> video absent."""
+    info = {"frames": n_frames, "face_frames": len(vectors)}
+    if not vectors:
+        return Extracted(None, f"no face in {n_frames} frame(s)", info)
+    return Extracted(np.asarray(reduce(vectors), dtype=np.float32), info=info)
+
 
 def normalise_landmarks(points: np.ndarray) -> np.ndarray:
     """(L, 3) pixel landmarks -> (L, 3) centred, roll-corrected, inter-ocular-scaled."""
@@ -112,15 +133,6 @@ class FaceMeshExtractor(Extractor):
 
     def extract_one(self, item: Utterance) -> Extracted:
         o = self.options
-        frames = video_frames(item.video, fps=o.fps or None, start=item.start, end=item.end,
-                              max_frames=o.max_frames)
-        shapes, n = [], 0
-        for _, pts in FaceTracker(o).landmarks(frames):
-            n += 1
-            if pts is not None:
-                shapes.append(normalise_landmarks(pts).reshape(-1))
-        info = {"frames": n, "face_frames": len(shapes)}
-        if not shapes:
-            return Extracted(None, f"no face in {n} frame(s)", info)
-        x = np.stack(shapes)
-        return Extracted(np.concatenate([x.mean(0), x.std(0)]).astype(np.float32), info=info)
+        faces, n = FaceTracker(o).faces(item, o.fps, o.max_frames)
+        shapes = [normalise_landmarks(pts).reshape(-1) for _, pts in faces]
+        return face_result(shapes, n, lambda v: np.concatenate([np.mean(v, 0), np.std(v, 0)]))
