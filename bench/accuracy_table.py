@@ -29,11 +29,11 @@ VARIANTS = {
     "zero-fill": ("zero-fill", []),
     "momke": ("momke", []),
     "hardymer": ("hardymer", []),
-    "w/o h_dir": ("hardymer", [ABLATIONS["no-h-dir"]]),
-    "w/o h_ind": ("hardymer", [ABLATIONS["no-h-ind"]]),
-    "w/o h": ("hardymer", [ABLATIONS["no-h"]]),
-    "w/o retrieval": ("hardymer", [ABLATIONS["no-retrieval"]]),
-    "w/o fine-tuning": ("hardymer", [ABLATIONS["no-finetune"]]),
+    "w/o h_dir": ("hardymer", list(ABLATIONS["no-h-dir"].overrides)),
+    "w/o h_ind": ("hardymer", list(ABLATIONS["no-h-ind"].overrides)),
+    "w/o h": ("hardymer", list(ABLATIONS["no-h"].overrides)),
+    "w/o retrieval": ("hardymer", list(ABLATIONS["no-retrieval"].overrides)),
+    "w/o fine-tuning": ("hardymer", list(ABLATIONS["no-finetune"].overrides)),
     "reference-compat": ("hardymer", ["model.reference_compat=true"]),
     # ours, not the paper's: cross-fitted fine-tuned features (docs/hardymer.md)
     "hardymer + cross-fit": ("hardymer", ["model.finetune_crossfit=5"]),
@@ -71,8 +71,8 @@ def run_grid(preset: str, dims: tuple[int, ...], seeds: list[int],
     """
     from hardymer.data.synthetic import generate
     from hardymer.protocol import all_fixed_conditions
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import run_experiment
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import run_experiment
 
     ds = generate(preset, seed=0, dims=dims, **(data_overrides or {}))
     conds = all_fixed_conditions(ds.modalities)
@@ -124,7 +124,7 @@ def main() -> None:
     df = run(args.preset, dims, args.seeds, args.variants, args.fold, args.runs)
     conds = list(dict.fromkeys(df.condition))
     wide = table(df, conds)
-    from hardymer.evaluation.report import to_markdown
+    from hardymer.reports.tables import to_markdown
     md = to_markdown(wide.reset_index())
     head = (f"Test WA (%) on synthetic {args.preset} (dims {args.dims}), fold {args.fold}, "
             f"validation selection, seeds {args.seeds}: mean ± std over seeds.\n\n")

@@ -59,8 +59,8 @@ def speed(preset: str, methods: list[str]) -> pd.DataFrame:
     import torch
     from hardymer.data.synthetic import generate
     from hardymer.protocol import make_folds, parse_condition
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import build_method, prepare_fold
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import build_method, prepare_fold
     from hardymer.training.loaders import FoldData
     from hardymer.training.trainer import Trainer, evaluate
 
@@ -120,7 +120,7 @@ def main() -> None:
                     "(raw rows go to .csv files beside it).")
     ap.add_argument("--runs", type=Path, default=None, help="Keep run folders here (resumable).")
     args = ap.parse_args()
-    from hardymer.evaluation.report import to_markdown
+    from hardymer.reports.tables import to_markdown
     parts = []
     if not args.skip_accuracy:
         dims = tuple(int(x) for x in args.dims.split(","))

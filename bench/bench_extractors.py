@@ -96,8 +96,8 @@ def end_to_end(manifest: Path, tmp: Path, items) -> dict:
     import hardymer
     from hardymer.data import open_data
     from hardymer.protocol import parse_condition
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import run_experiment
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import run_experiment
     hardymer.extract(manifest, tmp / "data", progress=False)
     ds = open_data(str(tmp / "data"))
     cfg = load_run_config("momke", ds.family, ["train.epochs=[2,2]"])

@@ -64,13 +64,13 @@ def main() -> None:
     import torch
 
     from hardymer.data.synthetic import generate
-    from hardymer.hardness.estimate import combine_hardness, hardness_terms
-    from hardymer.hardness.plan import rank_candidates
+    from hardymer.models.hardymer.estimate import combine_hardness, hardness_terms
+    from hardymer.models.hardymer.plan import rank_candidates
     from hardymer.models import create_method
     from hardymer.protocol import make_folds, parse_condition
     from hardymer.retrieval import FeatureDatabase
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import prepare_fold
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import prepare_fold
     from hardymer.training.loaders import FoldData
     from hardymer.training.trainer import resolve_device
 

@@ -39,8 +39,8 @@ def oracle_frame(preset="iemocap4", dims=(64, 128, 128), clear=False, seed=0, fo
     from sklearn.preprocessing import StandardScaler
 
     from hardymer.data.synthetic import generate
-    from hardymer.hardness.estimate import combine_hardness
-    from hardymer.hardness.inspect import planted_under
+    from hardymer.models.hardymer.estimate import combine_hardness
+    from hardymer.reports.hardness import planted_under
     from hardymer.protocol import all_fixed_conditions, make_folds
     CLEAR = {"strength_range": (1.0, 1.0), "direct_independent_scale": 3.0}
     ds = generate(preset, seed=seed, dims=dims, **(CLEAR if clear else {}))

@@ -30,10 +30,10 @@ def hardness_frame(preset="iemocap4", dims=(64, 128, 128), clear=False, override
     import pandas as pd
 
     from hardymer.data.synthetic import generate
-    from hardymer.hardness.inspect import plan_table
+    from hardymer.reports.hardness import plan_table
     from hardymer.protocol import all_fixed_conditions, make_folds
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import prepare_fold
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import prepare_fold
     from hardymer.training.loaders import FoldData
 
     ds = generate(preset, seed=seed, dims=dims, **(CLEAR if clear else {}))
@@ -57,8 +57,8 @@ def main() -> None:
     ap.add_argument("--clear", action="store_true", help="Use the clear planting (see CLEAR).")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    from hardymer.evaluation.report import to_markdown
-    from hardymer.hardness.inspect import pooled_spearman, summarize
+    from hardymer.reports.tables import to_markdown
+    from hardymer.reports.hardness import pooled_spearman, summarize
     df, seconds = hardness_frame(args.preset, tuple(int(x) for x in args.dims.split(",")),
                                  args.clear, args.overrides)
     cols = ["condition", "mean_k_prime", "support_label_agreement",

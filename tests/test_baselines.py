@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from hardymer.data.synthetic import generate
-from hardymer.evaluation.evaluate import evaluate_run
+from hardymer.runs.evaluate import evaluate_run
 from hardymer.protocol import parse_condition
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import run_experiment
 
 from test_methods import ALL, SMALL
 

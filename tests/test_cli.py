@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hardymer.cli.main import app
+from hardymer.runs.layout import Run
 
 runner = CliRunner()
 FAST = ["--set", "train.epochs=[2,2]", "--set", "model.hidden=16", "--set", "model.depth=1",
@@ -31,7 +32,7 @@ def test_train_prints_table_and_writes_report(run_dir):
     _, out, output = run_dir
     assert "| method | condition |" in output and "WA" in output and "UA" in output
     assert "Selection protocol: val" in output
-    for name in ("results.csv", "results.md", "results.png", "results.jsonl", "run.json"):
+    for name in ("results.csv", "results.md", "results.png", "results.sqlite", "run.json"):
         assert (out / name).is_file(), name
 
 
@@ -41,7 +42,7 @@ def test_evaluate_json_keys_match_training(run_dir):
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     assert {"WA", "UA", "F1"} <= set(got) and got["protocol"] == "val"
-    rec = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    rec = Run(out).records()
     at = next(r for r in rec if r["condition"] == "at")
     assert got["WA"] == pytest.approx(at["test_WA"])
 
@@ -108,7 +109,7 @@ def test_hardymer_train_and_evaluate_on_its_fine_tuned_features(hardy_run):
     assert (out / "fold0" / "_shared" / "hardymer" / "teacher" / "last.json").is_file()
     res = invoke("evaluate", out, "--condition", "at", "--json")
     assert res.exit_code == 0, res.output
-    rec = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    rec = Run(out).records()
     at = next(r for r in rec if r["condition"] == "at")
     assert json.loads(res.output)["WA"] == pytest.approx(at["test_WA"])
 

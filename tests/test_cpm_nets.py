@@ -9,14 +9,14 @@ import hardymer.models.cpm_nets  # noqa: F401  (registration)
 from conftest import make_toy
 from hardymer.data.dataset import SequenceDataset
 from hardymer.data.synthetic import generate
-from hardymer.evaluation.evaluate import evaluate_run
+from hardymer.runs.evaluate import evaluate_run
 from hardymer.models import create_method
-from hardymer.models.base import Stage
+from hardymer.training.method import Stage
 from hardymer.models.cpm_nets import structured_hinge
 from hardymer.protocol import make_folds, parse_condition
 from hardymer.training.checkpoint import load_checkpoint, save_checkpoint
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import run_experiment
 from hardymer.training.loaders import FoldData
 
 SMALL = dict(latent_dim=32, test_steps=40, test_lr=1e-2)

@@ -11,8 +11,8 @@ from hardymer.data.synthetic import generate
 from hardymer.models import create_method
 from hardymer.protocol import parse_condition
 from hardymer.training.checkpoint import load_checkpoint, save_checkpoint
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import run_experiment
 
 from conftest import make_toy
 

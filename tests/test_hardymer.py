@@ -4,16 +4,16 @@ import pytest
 import torch
 
 from hardymer.data.synthetic import generate
-from hardymer.features.finetune import FinetuneConfig, finetune_features
-from hardymer.hardness import context as context_mod
-from hardymer.hardness.estimate import combine_hardness, normalise01, whitened_error
-from hardymer.hardness.teacher import random_patterns
+from hardymer.models.hardymer.finetune import FinetuneConfig, finetune_features
+from hardymer.models.hardymer import context as context_mod
+from hardymer.models.hardymer.estimate import combine_hardness, normalise01, whitened_error
+from hardymer.models.hardymer.teacher import random_patterns
 from hardymer.models import create_method
 from hardymer.models.hardymer import REFERENCE_CHOICES, HardyConfig
 from hardymer.protocol import make_folds, parse_condition
 from hardymer.retrieval import support_counts
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import prepare_fold, run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import prepare_fold, run_experiment
 from hardymer.training.loaders import FoldData
 
 SMALL = ["model.hidden=16", "model.depth=1", "model.teacher_epochs=[1,2]",

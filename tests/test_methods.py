@@ -4,7 +4,7 @@ import torch
 
 from hardymer.data.dataset import SequenceDataset
 from hardymer.models import create_method, list_methods
-from hardymer.models.base import Stage
+from hardymer.training.method import Stage
 from hardymer.protocol import parse_condition
 from hardymer.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -29,8 +29,9 @@ def batch_of(ds, cond="atv", n=4):
 
 def test_registry_lists_core_methods():
     assert set(ALL) | {"hardymer"} == set(list_methods())
-    assert "hardymer-teacher" not in list_methods()  # internal: part of HARDY-MER
-    assert "hardymer-teacher" in list_methods(include_internal=True)
+    assert "hardymer-teacher" not in list_methods()  # a helper of HARDY-MER, not a method
+    with pytest.raises(KeyError, match="registered"):
+        create_method("hardymer-teacher", {"a": 2}, 2, "classification")
     with pytest.raises(KeyError, match="registered"):
         create_method("nope", {"a": 2}, 2, "classification")
     with pytest.raises(TypeError, match="unknown config field"):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hardymer.evaluation.metrics import (better, classification_metrics, default_selection_metric,
+from hardymer.metrics import (better, classification_metrics, default_selection_metric,
                                          regression_metrics)
 
 

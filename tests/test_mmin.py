@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from hardymer.models import create_method
-from hardymer.models.base import Stage
+from hardymer.training.method import Stage
 from hardymer.models.cif_mmin import contrastive
 from hardymer.models.if_mmin import cmd
 from hardymer.models.imagination import flat
 from hardymer.protocol import make_folds, parse_condition
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import build_method, run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import build_method, run_experiment
 from hardymer.training.loaders import FoldData
 from hardymer.training.trainer import Trainer
 

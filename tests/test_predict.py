@@ -80,7 +80,7 @@ def test_batch_matches_the_model_on_the_data_set(setup, method):
     assert (method == "hardymer") == (not np.array_equal(ds.features["a"],
                                                          p.inputs.features["a"]))
     model = p._model("atv")
-    from hardymer.hardness.inspect import first_plan
+    from hardymer.models.hardymer.plan import first_plan
     plan = first_plan(runs[method] / "fold0" / "atv")
     full = np.flatnonzero(ds.available.all(1))
     batch = collate(ds, ds.sequences, None, ds.speaker_codes)

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from hardymer.evaluation.published import (CONDITIONS, DATASETS, KEY, METRICS, PublishedDataError,
+from hardymer.reports.published import (CONDITIONS, DATASETS, KEY, METRICS, PublishedDataError,
                                            load_published, published_table)
 
 HM_CMP = "HARDY-MER (ACM MM 2025) comparison table"

@@ -46,7 +46,7 @@ def test_auto_follows_the_data_source():
 
 
 def test_runs_from_before_standardize_keep_raw_features():
-    from hardymer.training.config import RunConfig
+    from hardymer.runs.config import RunConfig
     old = {"method": "momke", "model": {}, "train": {"epochs": [1, 1]}}
     assert RunConfig.from_dict(old).train.standardize == "false"
     assert RunConfig.from_dict({**old, "train": {"standardize": "auto"}}).train.standardize \
@@ -55,8 +55,8 @@ def test_runs_from_before_standardize_keep_raw_features():
 
 def test_resuming_on_changed_data_is_refused(tmp_path):
     from hardymer.protocol import parse_condition
-    from hardymer.training.config import load_run_config
-    from hardymer.training.experiment import run_experiment
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import run_experiment
     ds = make_toy(n_seq=10)
     cfg = load_run_config("zero-fill", ds.family, ["train.epochs=[1]"])
     cond = [parse_condition("at", ds.modalities)]

@@ -9,8 +9,8 @@ import pytest
 
 from hardymer.data.synthetic import generate
 from hardymer.protocol import INCOMPLETE_CONDITIONS, all_fixed_conditions
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import run_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ def frame():
 
 
 def test_hardness_tracks_planted_hardness(frame):
-    from hardymer.hardness.inspect import pooled_spearman, summarize
+    from hardymer.reports.hardness import pooled_spearman, summarize
     s = summarize(frame).set_index("condition")
     for cond in ("at", "av", "tv"):
         assert s.loc[cond, "spearman_h_planted_effective"] > 0.3, s.loc[cond]
@@ -37,7 +37,7 @@ def test_hardness_tracks_planted_hardness(frame):
 
 
 def test_each_term_tracks_its_own_kind(frame):
-    from hardymer.hardness.inspect import pooled_spearman, summarize
+    from hardymer.reports.hardness import pooled_spearman, summarize
     s = summarize(frame).set_index("condition")
     for cond in ("a", "t", "v", "at", "av", "tv"):
         assert (s.loc[cond, "spearman_hdir_planted_dir"]
@@ -52,7 +52,7 @@ def test_each_term_tracks_its_own_kind(frame):
 
 
 def test_supports_agree_with_labels_more_than_chance(frame):
-    from hardymer.hardness.inspect import summarize
+    from hardymer.reports.hardness import summarize
     s = summarize(frame).set_index("condition").support_label_agreement
     # chance (random training samples): sum of squared class priors, about 0.27. Measured:
     # a 0.45, t 0.60, v 0.37, at 0.65, av 0.50, tv 0.62, atv 0.66.

@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hardymer.cli.main import app
-from hardymer.evaluation.store import ResultsStore
-from hardymer.evaluation.sweep_report import ReportError, write_sweep_report
-from hardymer.training import sweep as sweep_mod
-from hardymer.training.sweep import load_spec, run_sweep
+from hardymer.runs.store import ResultsStore
+from hardymer.reports.sweep import ReportError, write_sweep_report
+from hardymer.runs import sweep as sweep_mod
+from hardymer.runs.sweep import load_spec, run_sweep
 
 SETS = ["momke:train.epochs=[1,2]", "momke:model.hidden=16", "momke:model.depth=1",
         "zero-fill:train.epochs=[3]", "train.lr=1e-3", "train.batch_size=8"]
@@ -126,9 +126,9 @@ def test_cli_sweep_from_config_file_with_parallel_workers(tmp_path):
 
 
 def test_published_rows_match_method_and_ablation_names():
-    from hardymer.evaluation.published import load_published
-    from hardymer.evaluation.report import summarize
-    from hardymer.evaluation.sweep_report import published_comparison
+    from hardymer.reports.published import load_published
+    from hardymer.reports.tables import summarize
+    from hardymer.reports.sweep import published_comparison
     recs = [{"method": m, "base_method": "hardymer", "condition": "at", "fold": 0, "seed": 0,
              "test_WA": 0.5, "test_UA": 0.4, "test_F1": 0.45, "family": "iemocap",
              "n_classes": 4, "task": "classification", "generated": 0}
@@ -205,8 +205,8 @@ def test_method_definitions_are_checked_against_every_earlier_run(tmp_path):
 
 
 def test_report_canonical_conditions_and_fair_pairs():
-    from hardymer.evaluation.report import canonical_condition
-    from hardymer.evaluation.sweep_report import paired_differences
+    from hardymer.reports.tables import canonical_condition
+    from hardymer.reports.sweep import paired_differences
     assert [canonical_condition(c) for c in ("vt", "avt", "ta", "at", "random:0.3")] == \
         ["tv", "atv", "at", "at", "random:0.3"]
     # B lacks condition t for seed 1: that pair must not count (identical models -> 0).

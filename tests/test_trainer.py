@@ -4,8 +4,8 @@ import json
 import pytest
 
 from hardymer.protocol import make_folds, parse_condition
-from hardymer.training.config import load_run_config
-from hardymer.training.experiment import build_method, run_experiment
+from hardymer.runs.config import load_run_config
+from hardymer.runs.experiment import build_method, run_experiment
 from hardymer.training.loaders import FoldData
 from hardymer.training.trainer import Trainer
 

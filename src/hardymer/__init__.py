@@ -1,28 +1,29 @@
 """hardymer — robust multimodal emotion recognition with missing modalities.
 
-Two entry points for media (heavy imports happen on first call)::
+The Python API (:mod:`hardymer.api`)::
 
     import hardymer
     report = hardymer.extract("clips.csv", "data/mine")        # media -> feature data set
+    hardymer.train("synth:demo", "hardymer", "at", folds=[0], out="runs/h")
     hardymer.load("runs/mine").predict(audio="a.wav", text="…")  # a trained run -> prediction
+
+The API is imported on first use, so ``import hardymer`` (and every ``import hardymer.<part>``,
+which imports this file first) does not load the layers above the part asked for;
+``hardymer.extract`` loads only the extraction code.
 """
-__version__ = "0.1.0"
+from .version import __version__
+
+_API = ("extract", "load", "train", "sweep", "report", "run_config", "SweepSpec", "Variant")
 
 
-def extract(source, out=None, **options):
-    """Extract features of a manifest or media folder into a generic data set.
+def __getattr__(name: str):
+    if name == "extract":
+        from .features.extract import extract
+        return extract
+    if name in _API:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'hardymer' has no attribute {name!r}")
 
-    See :func:`hardymer.features.extract.extract` for the options (extractor specs per
-    modality, task, classes); returns an :class:`~hardymer.features.extract.ExtractionReport`.
-    """
-    from .features.extract import extract as _extract
-    return _extract(source, out, **options)
 
-
-def load(run, fold=None, device="auto"):
-    """Open a trained run for prediction: ``hardymer.load(run).predict(audio=..., text=...)``.
-
-    See :class:`hardymer.inference.Predictor`.
-    """
-    from .inference import load as _load
-    return _load(run, fold=fold, device=device)
+__all__ = ["__version__", *_API]

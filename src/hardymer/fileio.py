@@ -1,22 +1,53 @@
 """Atomic file writes: write to a temporary sibling, then rename, so a reader (or a restarted
-run) sees either the old file or the complete new one, never half of it."""
+run) sees either the old file or the complete new one, never half of it.
+
+Every temp-then-rename write of the package goes through here: text and JSON, arrays,
+tensor files (:func:`atomic_path` hands the writer a temporary path with the target's
+suffix, since ``np.save`` and ``np.savez`` append one otherwise), and whole folders
+(:func:`atomic_folder`, a temporary sibling swapped in by renames).
+"""
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; renamed onto ``path`` if the block succeeds.
+
+    The temporary name keeps ``path``'s suffix (``.a.tmp1234.npy`` for ``a.npy``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def atomic_save_npy(path: Path, array) -> None:
+    """``np.save`` to ``path`` (ends in ``.npy``) atomically."""
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def _json_default(o):
@@ -25,3 +56,54 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A temporary sibling folder to fill; swapped in for ``path`` if the block succeeds.
+
+    An existing ``path`` is renamed aside, the new folder renamed in, then the old one
+    deleted; if the second rename fails, the old folder is put back. On error the temporary
+    folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    with scratch_folder(path.parent, f".{path.name}.tmp-") as tmp:
+        yield tmp
+        swap_into_place(tmp, path)
+
+
+@contextmanager
+def scratch_folder(parent: Path, prefix: str = ".write-") -> Iterator[Path]:
+    """A new temporary folder inside ``parent`` (same file system, so its entries can be
+    renamed into place), removed with whatever is left in it when the block ends."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{prefix}{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_into_place(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` (a file or folder) to ``path``. A file over a file is one atomic rename;
+    otherwise an existing ``path`` is moved aside first, then deleted."""
+    if not path.exists() or (path.is_file() and tmp.is_file()):
+        os.replace(tmp, path)
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)  # put the previous contents back
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)

@@ -1,4 +1,9 @@
-"""The ``hardymer`` command line. Each command's ``--help`` says what it does and shows an example."""
+"""The ``hardymer`` command line. Each command's ``--help`` says what it does and shows an example.
+
+Commands import the layers they use when they run, so ``hardymer --help`` and argument errors
+answer without loading torch and every layer below (the layer rule still holds for these
+imports: ``lint-imports`` checks function-level imports too).
+"""
 from __future__ import annotations
 
 import json
@@ -49,8 +54,12 @@ def _conditions(text: str, dataset):
 def list_cmd() -> None:
     """List registered methods, synthetic presets and conditions."""
     from ..data.synthetic import list_presets
-    from ..models import list_methods
+    from ..models import METHODS, list_methods
     typer.echo("methods:  " + ", ".join(list_methods()))
+    for name, cls in METHODS:
+        if cls.ablations:
+            typer.echo(f"{name} ablations (--ablation NAME, or {name}:NAME in sweeps):  "
+                       + ", ".join(cls.ablations))
     typer.echo("synthetic presets:  " + ", ".join(list_presets()))
     typer.echo("conditions:  a, t, v, at, av, tv, atv (available modalities), all, random:P")
     from ..features.extractors import MODALITIES, list_extractors
@@ -67,20 +76,29 @@ def synth(
     seed: int = typer.Option(0, help="Generator seed; same seed, same data."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder."),
     set_: list[str] = typer.Option([], "--set", help="Generator field override, e.g. "
-                                   "--set direct_fraction=0 (repeatable)."),
+                                   "--set direct_fraction=0 --set dims=[8,16,16], or "
+                                   "name=NAME for the data set's name (repeatable)."),
 ) -> None:
     """Write a generated dialogue data set with planted hardness in the generic format.
 
     Example: hardymer synth iemocap4 --out data/syn-iemocap4 --seed 1
     """
+    from dataclasses import replace
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     from ..data.generic import write_generic
     from ..data.synthetic import generate
-    overrides = {}
-    for item in set_:
-        key, _, val = item.partition("=")
-        overrides[key] = json.loads(val) if val[:1] in "[{0123456789-.tf" else val
+    try:  # values parse as in `train --set` (YAML: 0.3, true, [1,2], a string)
+        overrides = OmegaConf.to_container(OmegaConf.from_dotlist(list(set_)))
+    except OmegaConfBaseException as err:
+        _fail(f"--set: {err}")
+    name = overrides.pop("name", None)
     try:
         ds = generate(preset, seed=seed, **overrides)
+        if name is not None:
+            ds = replace(ds, name=str(name))
         write_generic(ds, out, overwrite=overwrite)
     except (KeyError, TypeError, ValueError, FileExistsError) as err:
         _fail(str(err))
@@ -151,9 +169,10 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Training seed (default: the preset's)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow reading a reference"
                                       " label pickle (runs code: trusted files only)."),
-    ablation: list[str] = typer.Option([], "--ablation", help="HARDY-MER ablation (repeatable): "
-                                       "no-h-dir, no-h-ind, no-h (fixed k), no-retrieval, "
-                                       "no-finetune."),
+    ablation: list[str] = typer.Option([], "--ablation", help="An ablation of the method "
+                                       "(repeatable; `hardymer list` shows each method's), "
+                                       "e.g. HARDY-MER's no-h-dir, no-h-ind, no-h (fixed k), "
+                                       "no-retrieval, no-finetune."),
     reference_compat: bool = typer.Option(False, "--reference-compat", help="HARDY-MER: the "
                                           "reference code's choices (sigmoid fusion, per-batch "
                                           "min-max, floor(h k)+1 supports, a-v-t merge order, "
@@ -175,25 +194,12 @@ def train(
       hardymer train --data synth:demo --method hardymer --condition all --fold 0 --out runs/h
       hardymer train --data synth:demo --method hardymer --ablation no-h-dir --out runs/h1
     """
-    from ..models.hardymer import ABLATIONS
-    from ..training.config import load_run_config
-    from ..training.experiment import run_experiment
+    from .. import api
     ds = _open(data, trust_pickle)
-    overrides = list(set_) + [f"train.protocol={protocol}"]
-    for name in ablation:
-        if name not in ABLATIONS:
-            _fail(f"unknown ablation {name!r}; expected one of {', '.join(ABLATIONS)}")
-        if method != "hardymer":
-            _fail("--ablation applies to --method hardymer")
-        overrides.append(ABLATIONS[name])
-    if reference_compat:
-        if method != "hardymer":
-            _fail("--reference-compat applies to --method hardymer")
-        overrides.append("model.reference_compat=true")
-    if seed is not None:
-        overrides.append(f"train.seed={seed}")
     try:
-        cfg = load_run_config(method, ds.family, overrides, str(config) if config else None)
+        cfg = api.run_config(method, ds.family, list(set_), config, protocol=protocol,
+                             seed=seed, ablations=ablation,
+                             switches=["reference-compat"] if reference_compat else [])
     except (KeyError, ValueError) as err:
         _fail(str(err))
     conds = _conditions(condition, ds)
@@ -203,22 +209,19 @@ def train(
                f"conditions {', '.join(c.name for c in conds)}, out {out}")
     t0 = time.perf_counter()
     try:
-        records = run_experiment(cfg, ds, conds, fold_ids, out, data_source=_source_id(data),
-                                 progress=progress)
+        records = api.train(ds, method, [c.name for c in conds], folds=fold_ids, out=out,
+                            config=cfg, data_source=api.source_id(data), progress=progress)
     except ValueError as err:
         _fail(str(err))
     _report(out, records, ds.task, f"{method} on {ds.name} ({cfg.train.protocol} selection)")
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
 
 
-def _source_id(data: str) -> str:
-    return data if data.startswith("synth:") else str(Path(data).resolve())
-
-
 def _report(out: Path, records, task: str, title: str) -> None:
-    from ..evaluation.report import write_report
-    from ..training.experiment import read_records
-    all_records = read_records(out)
+    from ..reports.tables import to_markdown, write_report
+    from ..runs.layout import Run
+    run = Run(out)
+    all_records = run.records()
     protocol = ", ".join(sorted({r["protocol"] for r in all_records}))
     header = (f"Selection protocol: {protocol}. Folds: "
               f"{', '.join(str(f) for f in sorted({r['fold'] for r in all_records}))}. "
@@ -226,8 +229,8 @@ def _report(out: Path, records, task: str, title: str) -> None:
               "Cells: test-split mean ± std over folds "
               + ("(percent).\n" if task == "classification"
                  else "(ACC and F1 as fractions, MAE in label units, Corr).\n"))
-    wide, paths = write_report(all_records, task, out, title=title, header=header)
-    from ..evaluation.report import to_markdown
+    wide, paths = write_report(all_records, task, run.table_paths(), title=title,
+                               header=header)
     typer.echo("\n" + header + to_markdown(wide))
     typer.echo(f"table: {paths['md']}, {paths['csv']}; plot: {paths['png']}")
 
@@ -249,7 +252,7 @@ def evaluate(
 
     Example: hardymer evaluate runs/t --condition t --trained-on at --json
     """
-    from ..evaluation.evaluate import EvaluationError, evaluate_run
+    from ..runs.evaluate import EvaluationError, evaluate_run
     try:
         result = evaluate_run(run, condition=condition, trained_on=trained_on, split=split,
                               opener=lambda src: _open(src, trust_pickle))
@@ -282,7 +285,7 @@ def hardness(
 
     Example: hardymer hardness runs/h --out runs/h/hardness
     """
-    from ..hardness.inspect import InspectionError, inspect_run
+    from ..reports.hardness import InspectionError, inspect_run
     try:
         res = inspect_run(run, out, opener=lambda src: _open(src, trust_pickle))
     except InspectionError as err:
@@ -334,7 +337,8 @@ def sweep(
           --conditions all --seeds 0,1,2 --workers 2 --out sweeps/iemocap
       hardymer sweep --config grid.yaml --out sweeps/g
     """
-    from ..training.sweep import load_spec, run_sweep
+    from .. import api
+    from ..runs.sweep import load_spec
     try:
         spec = load_spec(config, data=data,
                          methods=methods.split(",") if methods else None,
@@ -349,7 +353,7 @@ def sweep(
                f"{', '.join(map(str, spec.seeds))} on {spec.data} -> {out}")
     t0 = time.perf_counter()
     try:
-        store = run_sweep(spec, out, workers=workers, progress=progress)
+        store = api.sweep(spec, out, workers=workers, progress=progress)
     except (ValueError, KeyError) as err:
         _fail(str(err))
     typer.echo(f"{len(store)} cells in {out / 'results.sqlite'} "
@@ -359,9 +363,10 @@ def sweep(
 
 
 def _write_report(sweep_dir: Path, out: Path) -> dict:
-    from ..evaluation.sweep_report import ReportError, write_sweep_report
+    from .. import api
+    from ..reports.sweep import ReportError
     try:
-        res = write_sweep_report(sweep_dir, out)
+        res = api.report(sweep_dir, out)
     except ReportError as err:
         _fail(str(err))
     typer.echo("\n" + res["text"])
@@ -402,9 +407,10 @@ def quickstart(
     papers' layout (Markdown, CSV, LaTeX), paired differences between the methods, ours beside
     the published figures, a plot, and HARDY-MER's hardness tables and plots. Resumable.
     """
+    from .. import api
     from ..data.generic import write_generic
     from ..data.synthetic import generate
-    from ..training.sweep import SweepSpec, Variant, run_sweep
+    from ..runs.sweep import SweepSpec, Variant
     t0 = time.perf_counter()
     data_dir = out / f"data-{preset}"
     if not (data_dir / "dataset.json").is_file():
@@ -422,7 +428,7 @@ def quickstart(
                f"conditions ({epochs} epochs per stage, lr 1e-3, batch 8: a demonstration "
                "budget, not the papers')")
     try:
-        run_sweep(spec, out, progress=progress)
+        api.sweep(spec, out, progress=progress)
     except ValueError as err:
         _fail(f"{err} (e.g. --out runs/quickstart-{preset}-{epochs})")
     _write_report(out, out / "report")

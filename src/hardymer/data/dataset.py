@@ -263,3 +263,17 @@ def collate(dataset: MERDataset, rows: list[np.ndarray], availability: np.ndarra
         speaker=torch.from_numpy(speaker),
         modalities=dataset.modalities,
     )
+
+
+def sequences_batch(dataset: MERDataset, rows: np.ndarray,
+                    availability: np.ndarray | None = None) -> Batch:
+    """One batch of every sequence of ``dataset`` that holds one of ``rows`` (whole
+    sequences, so a model sees each row in its dialogue)."""
+    seqs = [s for s in dataset.sequences if np.isin(s, rows).any()]
+    return collate(dataset, seqs, availability, dataset.speaker_codes)
+
+
+def pick_rows(values: np.ndarray, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values`` (U, ...) of the utterances ``index`` (U,), picked for ``rows`` in order."""
+    where = {int(g): k for k, g in enumerate(index)}
+    return np.stack([values[where[int(r)]] for r in rows])

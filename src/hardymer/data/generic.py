@@ -25,18 +25,16 @@ Example
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..fileio import atomic_folder
 from .dataset import MERDataset
-from .validate import (DataError, check_labels, check_mask, check_matrix, check_unique,
-                       load_json, load_npy, load_table)
+from .validate import (DataError, check_labels, check_mask, check_matrix, check_unique, load_json,
+                       load_npy, load_table)
 
 FORMAT = "hardymer-generic"
 VERSION = 1
@@ -81,19 +79,14 @@ def write_generic(dataset: MERDataset, path: str | Path, overwrite: bool = False
     if path.exists() and not overwrite and not _is_empty_dir(path):
         raise FileExistsError(f"{path} already exists and is not empty; pass overwrite=True "
                               "(--overwrite on the command line) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        _write_contents(dataset, tmp)
-        _swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_folder(path) as tmp:
+        write_contents(dataset, tmp)
     return path
 
 
-def _write_contents(ds: MERDataset, folder: Path) -> None:
+def write_contents(ds: MERDataset, folder: Path) -> None:
+    """The generic format's files of ``ds`` into an empty ``folder`` (no atomicity: callers
+    write into a temporary folder, see :func:`hardymer.fileio.atomic_folder`)."""
     header = {
         "format": FORMAT, "version": VERSION, "name": ds.name, "task": ds.task,
         "modalities": {m: int(ds.features[m].shape[1]) for m in ds.modalities},
@@ -121,28 +114,6 @@ def _utterance_table(ds: MERDataset) -> pd.DataFrame:
     first = ["utterance_id", "sequence_id", "position", "speaker", "label", "split", "session"]
     cols = [c for c in first if c in table] + [c for c in table if c not in first]
     return table[cols]
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``; an existing ``path`` is moved aside first, then deleted."""
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    if _is_empty_dir(path):
-        path.rmdir()
-        os.replace(tmp, path)
-        return
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(old, path)  # put the previous data set back
-        raise
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
 
 
 def _is_empty_dir(path: Path) -> bool:

@@ -40,7 +40,7 @@ def speak(text: str, path: str | Path, pitch: int = 50, rate: int = 160) -> Path
 
 def face_image(size: int = 192) -> np.ndarray:
     """The astronaut's face (RGB uint8, size x size)."""
-    import cv2
+    import cv2  # the [extract] and [test] extras, loaded only to make demo media
     from skimage.data import astronaut
     face = astronaut()[10:250, 100:340]
     return cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
@@ -49,7 +49,7 @@ def face_image(size: int = 192) -> np.ndarray:
 def write_video(path: str | Path, frames: list[np.ndarray], fps: int = 10,
                 audio: np.ndarray | None = None, sample_rate: int = 16000) -> Path:
     """Encode RGB frames (and an optional mono float audio track) as MPEG-4 in an .mp4."""
-    import av
+    import av  # the [extract] extra, loaded only to make demo media
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         vs = out.add_stream("mpeg4", rate=fps)

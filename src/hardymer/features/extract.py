@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,9 +28,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..data.dataset import MERDataset
+from ..data.generic import write_contents
 from ..data.validate import DataError
+from ..fileio import atomic_path, atomic_save_npy, scratch_folder, swap_into_place
+from ..version import __version__
 from .extractors import DEFAULTS, MODALITIES, Extracted, Extractor, Utterance, create_extractor
 from .manifest import Manifest, read_manifest
 from .media import NoStream
@@ -199,9 +199,8 @@ class _Cache:
     def put(self, key: str, uid: str, result: Extracted | Exception, seconds: float) -> dict:
         rec = {"key": key, "utterance_id": uid, "seconds": round(seconds, 4), **_record(result)}
         if rec["status"] == "ok":
-            tmp = self.folder / "vectors" / f".{key}.{uuid.uuid4().hex[:6]}.npy"
-            np.save(tmp, np.asarray(result.vector, dtype=np.float32))
-            os.replace(tmp, self.folder / "vectors" / f"{key}.npy")
+            atomic_save_npy(self.folder / "vectors" / f"{key}.npy",
+                            np.asarray(result.vector, dtype=np.float32))
         self._log.write(json.dumps(rec) + "\n")
         self._log.flush()
         self.records[key] = rec
@@ -441,27 +440,14 @@ def write_extracted(dataset: MERDataset, out: Path, errors: pd.DataFrame) -> Non
     a reader sees complete files. An unlabelled data set gets an empty ``label`` column, which
     the generic reader rejects with a message: features are there, training needs labels.
     """
-    from ..data.generic import _write_contents
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "extraction").mkdir(exist_ok=True)
-    errors.to_csv(out / "extraction" / f".errors.{os.getpid()}.csv", index=False)
-    os.replace(out / "extraction" / f".errors.{os.getpid()}.csv", out / "extraction" / "errors.csv")
-    tmp = out / f".write-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        _write_contents(dataset, tmp)
+    (out / "extraction").mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "extraction" / "errors.csv") as tmp:
+        errors.to_csv(tmp, index=False)
+    with scratch_folder(out) as tmp:
+        write_contents(dataset, tmp)
         if not dataset.meta.get("labelled", True):
             table = pd.read_csv(tmp / "utterances.csv", dtype=str, keep_default_na=False)
             table["label"] = ""
             table.to_csv(tmp / "utterances.csv", index=False)
         for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "dataset.json"):
-            target = out / entry.name
-            if entry.is_dir() and target.exists():
-                old = out / f".old-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-                os.replace(entry, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(entry, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            swap_into_place(entry, out / entry.name)

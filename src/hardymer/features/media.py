@@ -38,7 +38,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, start: float | None =
     -------
     ndarray (n_samples,) float32
     """
-    import av
+    import av  # PyAV (FFmpeg): the [extract] extra, loaded on first decode
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
@@ -82,7 +82,7 @@ def video_frames(path: str | Path, fps: float | None = None, start: float | None
     ``fps`` keeps at most that many frames per second of video (by timestamp, so the choice
     does not depend on the file's frame rate); ``max_frames`` stops early.
     """
-    import cv2
+    import cv2  # OpenCV: the [extract] extra, loaded on first use
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file not found")

@@ -21,7 +21,6 @@ plan scored them (spec §1.3): how hard comparable training cases were.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -30,15 +29,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.dataset import MERDataset, collate
+from ..data import open_data
+from ..data.dataset import MERDataset, pick_rows, sequences_batch
+from ..data.standardize import fold_inputs
+from ..data.validate import DataError
 from ..features.extract import extract_modality, given, utterances_of
 from ..features.extractors import MODALITIES, Utterance, create_extractor
 from ..features.manifest import Manifest, read_manifest
+from ..models import get_method_class
 from ..protocol.conditions import canonical_name, parse_condition
 from ..protocol.splits import make_folds
+from ..retrieval import FeatureDatabase, retrieve_supports
+from ..runs.experiment import build_method
+from ..runs.layout import Run
 from ..training.checkpoint import checkpoint_exists, load_checkpoint
-from ..training.config import RunConfig
-from ..training.experiment import build_method, cell_dir, shared_dir
 from ..training.trainer import resolve_device
 
 NAMES = {v: k for k, v in MODALITIES.items()}   # "audio" -> "a"
@@ -71,25 +75,20 @@ class Predictor:
     """
 
     def __init__(self, run: str | Path, fold: int | None = None, device: str = "auto"):
-        from ..data import open_data
-        from ..data.validate import DataError
-        self.run = Path(run)
-        meta_path = self.run / "run.json"
-        if not meta_path.is_file():
-            raise PredictError(f"{meta_path} not found: pass a run folder made by "
-                               "`hardymer train`")
-        self.meta = json.loads(meta_path.read_text())
-        self.cfg = RunConfig.from_dict(self.meta["config"])
         try:
-            self.dataset = open_data(self.meta["data"], mmap=True)
+            self._run = Run.open(run)
+        except FileNotFoundError as err:
+            raise PredictError(str(err)) from None
+        self.run = self._run.path
+        self.meta = self._run.meta
+        self.cfg = self._run.config
+        try:
+            self.dataset = open_data(self._run.data, mmap=True)
         except (DataError, FileNotFoundError) as err:
             raise PredictError(f"cannot reopen the run's data {self.meta['data']!r}: {err}") \
                 from err
         ds = self.dataset
-        from ..training.experiment import data_fingerprint
-        fingerprint = data_fingerprint(ds)
-        if (self.meta.get("dataset") and self.meta["dataset"] != ds.summary()) or \
-                self.meta.get("fingerprint", fingerprint) != fingerprint:
+        if not self._run.data_matches(ds):
             raise PredictError(f"the data at {self.meta['data']!r} changed since {self.run} was "
                                f"trained (then: {self.meta['dataset']}; now: {ds.summary()}); "
                                "folds and neighbours would not line up. Re-train on the "
@@ -110,36 +109,29 @@ class Predictor:
             self.extractors[m] = ex
         folds = make_folds(ds, val_fraction=self.cfg.train.val_fraction,
                            seed=self.cfg.train.split_seed)
-        fold = self.meta["folds"][0] if fold is None else fold
-        if fold not in self.meta["folds"]:
+        fold = self._run.folds[0] if fold is None else fold
+        if fold not in self._run.folds:
             raise PredictError(f"fold {fold} was not trained in {self.run}; trained folds: "
-                               f"{self.meta['folds']}")
+                               f"{self._run.folds}")
         self.fold = folds[fold]
         self.device = resolve_device(device)
-        from ..models.base import get_method_class
         cls = get_method_class(self.cfg.method)
-        self._method_cls = cls
-        self._workdir = shared_dir(self.run, self.fold.index, self.cfg.method)
-        from ..data.standardize import fold_inputs
+        config = cls.Config(**self.cfg.model)
+        fold_dir = self._run.fold_dir(self.fold.index)
         # What the models read: the fold's standardised features when the run standardised.
         self.inputs, self.scaler = fold_inputs(self.cfg.train.standardize, ds, self.fold.train)
+        self.train_ids = ds.rows_of(self.fold.train)
         try:
-            self.reference = cls.test_time_dataset(cls.Config(**self.cfg.model), self.inputs,
-                                                   self._workdir)
+            self.reference = cls.test_time_dataset(config, self.inputs, fold_dir)
+            # What the method adds (HARDY-MER: fine-tuned new rows, its own hardness).
+            self.extras = cls.predict_extras(config, fold_dir=fold_dir, dataset=ds,
+                                             inputs=self.inputs, reference=self.reference,
+                                             train_ids=self.train_ids, device=self.device)
+            self.reference = self.extras.neighbour_data(self.reference)
         except FileNotFoundError as err:
             raise PredictError(str(err)) from err
-        self._teacher_view = self.reference      # what training's teacher and plans read
-        if getattr(cls.Config(**self.cfg.model), "finetune_crossfit", 0) > 1:
-            # Cross-fitted training rows come from other networks than a new query: map the
-            # raw training data with the query's network so that distances compare alike.
-            self.reference = replace(ds, features=self._test_time_features(
-                {m: np.asarray(self.inputs.features[m], np.float32) for m in ds.modalities},
-                ds.available))
         self._models: dict[str, torch.nn.Module] = {}
         self._databases: dict[tuple, tuple] = {}
-        self._teacher = None
-        self._finetuners = None
-        self.train_ids = ds.rows_of(self.fold.train)
 
     # --- what answers ----------------------------------------------------------------------
     @property
@@ -163,8 +155,7 @@ class Predictor:
 
     def _model(self, condition: str):
         if condition not in self._models:
-            stem = cell_dir(self.run, self.fold.index,
-                            parse_condition(condition, self.modalities)) / "best"
+            stem = self._run.checkpoint(self.fold.index, self._condition(condition))
             if not checkpoint_exists(stem):
                 raise PredictError(f"{stem}.safetensors missing: fold {self.fold.index} under "
                                    f"{condition} has not finished (re-run the train command)")
@@ -243,6 +234,7 @@ class Predictor:
             features = self.scaler.transform(features, available, self.modalities)
         raw_features = features
         features = self._test_time_features(features, available)
+
         table = pd.DataFrame({"utterance_id": [str(u) for u in utterance_ids],
                               "sequence_id": [str(s) for s in sequence_ids],
                               "speaker": [str(s) for s in speakers] if speakers else [""] * n})
@@ -279,61 +271,46 @@ class Predictor:
                 mask[:, [self.modalities.index(m) for m in cond.keep]] = True
             outputs = self._forward(queries, condition, rows, mask)
             near = self._neighbours(features, keep, rows, neighbours)
-            hard = self._hardness(condition, near)
-            own = self._own_h_ind(replace(queries, features=raw_features, available=queries
-                                          .available & mask), rows, condition)
+            cell = self._run.cell(self.fold.index, cond)
+            hard = self.extras.neighbour_hardness(cell, near[0]) if near is not None else None
+            own = self.extras.own_hardness(cell, replace(
+                queries, features=raw_features, available=queries.available & mask), rows)
             for r, i in enumerate(rows):
                 results[i] = self._answer(outputs[r], keep, condition, match, near, hard, r)
                 if own is not None and results[i]["hardness"] is not None:
-                    results[i]["hardness"]["h_ind"] = round(float(own[r]), 4)
+                    for term, values in own.items():
+                        results[i]["hardness"][term] = round(float(values[r]), 4)
         for i in range(n):
             results[i] = {"utterance_id": str(utterance_ids[i]), **results[i]}
             if status:
                 results[i]["extraction"] = status[i]
         return results
 
+    def _condition(self, name: str):
+        return parse_condition(name, self.modalities)
+
     def _test_time_features(self, features, available):
-        """HARDY-MER reads fine-tuned features: map the new rows with the fold's networks."""
-        cfg = self._method_cls.Config(**self.cfg.model)
-        if self.cfg.method != "hardymer" or not getattr(cfg, "finetune", False):
-            return features
-        from ..features.finetune import load_finetuner, transform
-        if self._finetuners is None:   # loaded once per predictor, not per call
-            try:
-                self._finetuners = {m: load_finetuner(self._workdir / "finetune", m,
-                                                      self.dataset.dims[m],
-                                                      self.dataset.n_classes).to(self.device)
-                                    for m in self.modalities}
-            except FileNotFoundError as err:
-                raise PredictError(str(err)) from err
-        out = {}
-        for j, m in enumerate(self.modalities):
-            x = transform(self._finetuners[m], features[m], self.device)
-            x[~available[:, j]] = 0.0
-            out[m] = x
-        return out
+        """New rows as the models read them (the method's extras; HARDY-MER: fine-tuned)."""
+        try:
+            return self.extras.features(features, available)
+        except FileNotFoundError as err:
+            raise PredictError(str(err)) from err
 
     @torch.no_grad()
     def _forward(self, queries: MERDataset, condition: str, rows: np.ndarray,
                  mask: np.ndarray) -> np.ndarray:
         """Model outputs (len(rows), C) of the query rows, run in their whole sequences with
         what ``mask`` (n, M) lets the model read (ANDed with what each utterance has)."""
-        batch = self._sequences_of(queries, rows, mask)
+        batch = sequences_batch(queries, rows, mask).to(self.device)
         out = self._model(condition)(batch)                           # (B, S, C)
-        return _rows_of(out[batch.utt_mask].float().cpu().numpy(),
-                        batch.index[batch.utt_mask].cpu().numpy(), rows)
-
-    def _sequences_of(self, queries: MERDataset, rows: np.ndarray, mask: np.ndarray | None):
-        """One batch of every query sequence holding one of ``rows`` (whole dialogues)."""
-        seqs = [s for s in queries.sequences if np.isin(s, rows).any()]
-        return collate(queries, seqs, mask, queries.speaker_codes).to(self.device)
+        return pick_rows(out[batch.utt_mask].float().cpu().numpy(),
+                         batch.index[batch.utt_mask].cpu().numpy(), rows)
 
     def _neighbours(self, features, keep, rows, k) -> tuple[np.ndarray, np.ndarray] | None:
         """Ids (Q, k) and combined distances (Q, k) of the nearest training utterances that
         have every modality in ``keep``, in the model's input feature space."""
         if k <= 0:
             return None
-        from ..retrieval import FeatureDatabase, retrieve_supports
         if keep not in self._databases:
             ref = self.reference
             idx = [self.modalities.index(m) for m in keep]
@@ -352,65 +329,6 @@ class Predictor:
                                   np.ones((len(rows), len(keep)), bool), 1.0,
                                   k=min(k, len(db)), features=feats)
         return lists.ids, lists.distances
-
-    def _hardness(self, condition: str, near) -> np.ndarray | None:
-        """Per-neighbour curriculum hardness h (Q, k), NaN where unknown; None if no plan."""
-        if self.cfg.method != "hardymer" or near is None:
-            return None
-        from ..hardness.inspect import first_plan
-        plan = first_plan(cell_dir(self.run, self.fold.index,
-                                   parse_condition(condition, self.modalities)))
-        if plan is None:
-            return None
-        lookup = np.full(self.dataset.n_utterances, np.nan)
-        lookup[plan.ids] = plan.h
-        ids = near[0]
-        return np.where(ids >= 0, lookup[np.maximum(ids, 0)], np.nan)
-
-    @torch.no_grad()
-    def _own_h_ind(self, queries: MERDataset, rows: np.ndarray, condition: str
-                   ) -> np.ndarray | None:
-        """The queries' own indirect hardness (spec §1.3: minus the mean pmi of their modality
-        pairs, missing ones from the teacher's reconstructions), min-max (or rank) normalised
-        against the training set's raw values in the fold's plan; None if not applicable."""
-        if self.cfg.method != "hardymer":
-            return None
-        from ..hardness.context import _teacher_config
-        from ..hardness.estimate import batch_hardness_terms, reference_embeddings
-        from ..hardness.inspect import first_plan
-        from ..hardness.teacher import Teacher
-        cfg = self._method_cls.Config(**self.cfg.model).effective()
-        if not (cfg.needs_teacher and cfg.use_h_ind):
-            return None
-        cell = cell_dir(self.run, self.fold.index, parse_condition(condition, self.modalities))
-        folder = (self._workdir if cfg.teacher_mask == "random" else cell) / "teacher"
-        plan = first_plan(cell)
-        if plan is None or not checkpoint_exists(folder / "last"):
-            return None
-        if self._teacher is None or self._teacher[0] != folder:
-            ds = self.dataset
-            teacher = Teacher(_teacher_config(cfg), ds.dims, ds.n_classes, ds.task)
-            load_checkpoint(folder / "last", teacher)
-            teacher = teacher.to(self.device).eval()
-            tds = self.inputs if cfg.teacher_features == "raw" else self._teacher_view
-            complete = self.train_ids[tds.available[self.train_ids].all(1)]
-            ref = reference_embeddings(teacher, tds.features, complete, self.device)
-            self._teacher = (folder, teacher, ref)
-        _, teacher, ref = self._teacher
-        if cfg.teacher_features != "raw":
-            queries = replace(queries, features=self._test_time_features(
-                dict(queries.features), queries.available))
-        _, h_ind, ids = batch_hardness_terms(teacher, self._sequences_of(queries, rows, None),
-                                             ref)
-        x = _rows_of(h_ind.double().cpu().numpy(), ids.cpu().numpy(), rows)
-        train = plan.h_ind_raw
-        how = "minmax" if cfg.hardness_fusion == "sigmoid" else cfg.hardness_norm
-        if how == "rank":   # the average-rank position it would take among the training set
-            n = max(len(train) - 1, 1)
-            return np.clip([((train < v).sum() + ((train == v).sum() - 1) / 2) / n
-                            for v in x], 0.0, 1.0)
-        span = np.ptp(train)
-        return np.clip((x - train.min()) / span, 0.0, 1.0) if span > 1e-12 else np.zeros_like(x)
 
     def _answer(self, out, keep, condition, match, near, hard, r) -> dict:
         ds = self.dataset
@@ -452,8 +370,3 @@ class Predictor:
                 res["neighbours"].append(entry)
         return res
 
-
-def _rows_of(values: np.ndarray, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``values`` (U, ...) of the utterances ``index`` (U,), picked for ``rows`` in order."""
-    where = {int(g): k for k, g in enumerate(index)}
-    return np.stack([values[where[int(r)]] for r in rows])

@@ -65,7 +65,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import Batch
-from .base import Method, Stage, register_method
+from ..training.method import Method, Stage
+from .registry import register_method
 
 
 @dataclass

@@ -54,7 +54,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.dataset import Batch
-from .base import Method, Stage, register_method, task_loss
+from ..training.method import Method, Stage, task_loss
+from .registry import register_method
 
 
 @dataclass

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from ..data.dataset import Batch
-from .base import register_method, task_loss
+from ..training.method import task_loss
 from .imagination import (FcClassifier, ImaginationConfig, ImaginationMethod, ResidualAE,
                           SharedEncoder, flat, masked_mse, scatter)
+from .registry import register_method
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Batch
-from .base import Method, Stage, task_loss
+from ..training.method import Method, Stage, task_loss
 
 
 @dataclass

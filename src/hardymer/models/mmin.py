@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 
 from ..data.dataset import Batch
-from .base import register_method, task_loss
+from ..training.method import task_loss
 from .imagination import (FcClassifier, ImaginationConfig, ImaginationMethod, ResidualAE, flat,
                           masked_mse, scatter)
+from .registry import register_method
 
 
 @dataclass

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from ..data.dataset import Batch
+from ..training.method import Method, Stage, task_loss
 from .attention import MaskedSelfAttention
-from .base import Method, Stage, register_method, task_loss
+from .registry import register_method
 
 
 @dataclass

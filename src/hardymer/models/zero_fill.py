@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..data.dataset import Batch
-from .base import Method, register_method
+from ..training.method import Method
+from .registry import register_method
 
 
 @dataclass

@@ -9,14 +9,13 @@ temporary file and renamed, JSON last, so a checkpoint is either complete or abs
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..fileio import atomic_write_json
+from ..fileio import atomic_path, atomic_write_json
 
 
 def save_checkpoint(path_stem: Path, model: torch.nn.Module,
@@ -37,17 +36,22 @@ def save_checkpoint(path_stem: Path, model: torch.nn.Module,
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    tmp = path_stem.with_name(f".{path_stem.name}.safetensors.tmp{os.getpid()}")
-    # The state also travels inside the tensor file: a kill between the two renames below
+    # The state also travels inside the tensor file: a kill between the two renames
     # cannot pair new weights with an old epoch counter (load trusts the embedded copy).
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(meta, default=str)})
-    os.replace(tmp, path_stem.with_suffix(".safetensors"))
+    with atomic_path(path_stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta, default=str)})
     atomic_write_json(path_stem.with_suffix(".json"), meta)
 
 
 def checkpoint_exists(path_stem: Path) -> bool:
     p = Path(path_stem)
     return p.with_suffix(".json").is_file() and p.with_suffix(".safetensors").is_file()
+
+
+def checkpoint_epoch(path_stem: Path) -> int:
+    """Epochs a checkpoint has trained (0 when there is none)."""
+    p = Path(path_stem)
+    return json.loads(p.with_suffix(".json").read_text())["epoch"] if checkpoint_exists(p) else 0
 
 
 def load_checkpoint(path_stem: Path, model: torch.nn.Module,

@@ -26,12 +26,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..evaluation.metrics import better, compute_metrics, default_selection_metric
-from ..models.base import Method, Stage
 from ..fileio import atomic_write_text
+from ..metrics import better, compute_metrics, default_selection_metric
 from .checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .loaders import FoldData, SamplerFactory
+from .method import Method, Stage
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+from importlib.metadata import PackageNotFoundError, version
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
+
+from ...registry import Registry
 
 MODALITIES = {"a": "audio", "t": "text", "v": "video"}
 
@@ -170,7 +173,7 @@ def resolve_device(name: str) -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other names pass."""
     if name != "auto":
         return name
-    import torch
+    import torch  # only when a device is asked for: openSMILE-only extraction never loads it
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -189,7 +192,6 @@ def file_digest(path: str | Path, limit: int | None = None) -> str:
 
 
 def package_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(name)
     except PackageNotFoundError:
@@ -198,25 +200,9 @@ def package_version(name: str) -> str:
 
 # --- registry --------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[Extractor]] = {}
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor", "name")
+register_extractor = EXTRACTORS.register
 DEFAULTS = {"a": "opensmile", "t": "minilm", "v": "facemesh"}
-
-
-def register_extractor(name: str):
-    """Class decorator: ``@register_extractor("opensmile")``."""
-    def wrap(cls: type[Extractor]) -> type[Extractor]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"extractor name {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return wrap
-
-
-def list_extractors(modality: str | None = None) -> dict[str, type[Extractor]]:
-    _import_all()
-    return {n: c for n, c in sorted(_REGISTRY.items())
-            if modality is None or c.modality == modality}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -230,21 +216,3 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
                                  f"got the option {part!r}")
         options[key.strip()] = value.strip()
     return name, options
-
-
-def create_extractor(spec: str, modality: str | None = None) -> Extractor:
-    """Build an extractor from its spec; ``modality`` checks it extracts that modality."""
-    _import_all()
-    name, options = parse_spec(spec)
-    if name not in _REGISTRY:
-        known = ", ".join(f"{n} ({MODALITIES[c.modality]})" for n, c in sorted(_REGISTRY.items()))
-        raise ExtractorError(f"unknown extractor {name!r}; registered: {known}")
-    cls = _REGISTRY[name]
-    if modality is not None and cls.modality != modality:
-        raise ExtractorError(f"extractor {name!r} extracts {MODALITIES[cls.modality]}, not "
-                             f"{MODALITIES[modality]}")
-    return cls(**options)
-
-
-def _import_all() -> None:
-    from . import audio, hub, text, video  # noqa: F401  (each file registers its extractors)

@@ -6,14 +6,15 @@ installs: no hub, no network. ``path=`` points it at any other sentence-transfor
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .base import Extractor, ExtractorError, TranscriptBatches, file_digest, \
-    package_version, register_extractor, resolve_device
+from .base import (Extractor, ExtractorError, TranscriptBatches, file_digest, package_version,
+                    register_extractor, resolve_device)
 
 
 @dataclass
@@ -48,7 +49,6 @@ class MiniLMExtractor(TranscriptBatches, Extractor):
 
     @property
     def dim(self) -> int:
-        import json
         config = self.folder / "config.json"
         if not config.is_file():
             raise ExtractorError(f"{config}: not found; minilm:path must be a "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .text import packaged_minilm
+
 
 def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write ``root/{w2v,deberta,vit}``: wav2vec 2.0 (hidden 32), DeBERTa-v2 (hidden 24, the
@@ -15,9 +17,8 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     extractor that reads them."""
     import torch
     from transformers import (AutoTokenizer, DebertaV2Config, DebertaV2Model, ViTConfig,
-                              ViTImageProcessor, ViTModel, Wav2Vec2Config,
-                              Wav2Vec2FeatureExtractor, Wav2Vec2Model)
-    from .text import packaged_minilm
+                              ViTImageProcessor, ViTModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Model)
     root = Path(root)
     torch.manual_seed(seed)
     w2v = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -15,14 +15,16 @@ of the flattened coordinates: ``2 * 478 * 3 = 2868`` values. Frames without a fa
 """
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from ..media import video_frames
-from .base import Extracted, Extractor, ExtractorError, Utterance, package_version, \
-    register_extractor
+from .base import (Extracted, Extractor, ExtractorError, Utterance, package_version,
+                   register_extractor)
 
 # Face Mesh indices of the outer eye corners (subject's right, left).
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
@@ -37,8 +39,7 @@ class FaceMeshOptions:
 
 
 def _import_mediapipe():
-    import os
-    import warnings
+    """MediaPipe, imported on first use (heavy: TensorFlow Lite, protobuf)."""
     os.environ.setdefault("GLOG_minloglevel", "2")       # MediaPipe's C++ log: errors only
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

@@ -1,1 +1,0 @@
-"""Two-view hardness of HARDY-MER: the teacher, the estimators and the curriculum plans."""

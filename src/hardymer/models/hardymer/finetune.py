@@ -1,0 +1,189 @@
+"""Supervised feature fine-tuning (HARDY-MER spec §1.1).
+
+A small MLP per modality maps each raw utterance feature to a same-size feature and is trained
+to predict the utterance label, on **the fold's training split only** (the reference trains it
+once on IEMOCAP sessions 1-4 and reuses it in every fold, which leaks test labels into folds
+1-4; we do not). The fine-tuned features of every utterance (train, val and test) are then
+what the teacher, the feature database and the final model read.
+
+    f_m(x) = GELU(W2 · Dropout(GELU(W1 x)))      (d_m -> d_m -> d_m)
+    logits = W_head · Dropout(f_m(x))
+
+The epoch with the best validation metric (the fold's validation part, never test) is kept.
+Results are cached per fold: ``<workdir>/<m>.npy`` plus ``finetune.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ...data.dataset import MERDataset
+from ...fileio import atomic_path, atomic_save_npy, atomic_write_json
+from ...metrics import better, compute_metrics, default_selection_metric
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 64         # utterances
+    dropout: float = 0.3
+    weight_decay: float = 1e-5
+    seed: int = 152              # the reference's fine-tuning seed
+    crossfit: int = 0            # K > 1: training rows get features from a fine-tuner that
+                                 # did not see them (K folds of training sequences); 0: off
+
+
+class FeatureFinetuner(nn.Module):
+    """(N, d) -> fine-tuned (N, d) features, and (N, C) logits for training."""
+
+    def __init__(self, dim: int, n_outputs: int, dropout: float):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(dim, dim), nn.GELU())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def _split_rows(dataset: MERDataset, seqs: np.ndarray, m_i: int) -> np.ndarray:
+    rows = dataset.rows_of(seqs)
+    return rows[dataset.available[rows, m_i]]
+
+
+def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray,
+                      val_seqs: np.ndarray, cfg: FinetuneConfig, device: torch.device,
+                      progress: bool = False) -> tuple[np.ndarray, dict, FeatureFinetuner]:
+    """Fine-tune one modality; returns the (N, d) fine-tuned features of every utterance, a
+    report, and the selected network (which maps any new utterance the same way).
+
+    Rows where the data lacks the modality stay zero (and stay marked unavailable).
+    """
+    m_i = dataset.modalities.index(modality)
+    x_all = dataset.features[modality]
+    task = dataset.task
+    tr, va = _split_rows(dataset, train_seqs, m_i), _split_rows(dataset, val_seqs, m_i)
+    if len(tr) == 0:
+        raise ValueError(f"modality {modality!r} has no available training utterance in this "
+                         "fold: it cannot be fine-tuned (set model.finetune=false)")
+    torch.manual_seed(cfg.seed + m_i)
+    net = FeatureFinetuner(x_all.shape[1], dataset.n_classes, cfg.dropout).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    xt = torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
+    yt = torch.from_numpy(dataset.labels[tr]).to(device)
+    metric = default_selection_metric(task)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_state, best_epoch, history = None, None, 0, []
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc=f"fine-tune {modality}", leave=False,
+                      disable=not progress):
+        net.train()
+        for idx in torch.randperm(len(tr), generator=gen).split(cfg.batch_size):
+            idx = idx.to(device)
+            out = net(xt[idx])
+            loss = (F.cross_entropy(out, yt[idx]) if task == "classification"
+                    else F.mse_loss(out[:, 0], yt[idx].float()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if len(va):
+            res = _evaluate(net, dataset, modality, va, device)
+            history.append({"epoch": epoch, **res})
+            if better(metric, res[metric], best):
+                best, best_epoch = res[metric], epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    else:
+        best_epoch = cfg.epochs  # no validation part: last epoch
+    feats = transform(net, x_all, device)
+    if cfg.crossfit > 1 and len(train_seqs) >= cfg.crossfit:
+        # Cross-fitting: a fine-tuner has memorised its own training labels, so its features of
+        # training rows are cleaner than those of unseen rows; the final model would then learn
+        # on features distributed unlike the test features. Each training row instead gets the
+        # features of a fine-tuner trained on the other K-1 parts (same budget, same val part).
+        parts = np.array_split(np.random.default_rng(cfg.seed).permutation(train_seqs),
+                               cfg.crossfit)
+        sub = replace(cfg, crossfit=0)
+        for i, held in enumerate(parts):
+            rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
+            part_feats, _, _ = finetune_modality(dataset, modality, rest, val_seqs, sub, device)
+            rows = dataset.rows_of(held)
+            feats[rows] = part_feats[rows]
+    feats[~dataset.available[:, m_i]] = 0.0
+    return feats, {"selected_epoch": best_epoch, "val": history[best_epoch - 1]
+                   if history else {}, "n_train": int(len(tr))}, net
+
+
+@torch.no_grad()
+def transform(net: FeatureFinetuner, x: np.ndarray, device: torch.device,
+              chunk: int = 4096) -> np.ndarray:
+    """Fine-tuned features (N, d) float32 of raw features (N, d), in chunks."""
+    net.eval()
+    out = np.empty(x.shape, dtype=np.float32)
+    for a in range(0, x.shape[0], chunk):
+        xb = torch.from_numpy(np.asarray(x[a:a + chunk], np.float32)).to(device)
+        out[a:a + chunk] = net.encoder(xb).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def _evaluate(net, dataset, modality, rows, device) -> dict:
+    net.eval()
+    out = net.head(torch.from_numpy(transform(net, dataset.features[modality][rows], device))
+                   .to(device)).cpu().numpy()
+    pred = out.argmax(-1) if dataset.task == "classification" else out[:, 0]
+    return compute_metrics(dataset.task, dataset.labels[rows], pred)
+
+
+def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.ndarray,
+                      cfg: FinetuneConfig, device: torch.device, workdir: Path | None = None,
+                      progress: bool = False) -> dict[str, np.ndarray]:
+    """Fine-tuned features of every modality, cached in ``workdir`` when given.
+
+    Returns
+    -------
+    dict of str -> ndarray (n_utterances, d_m), float32 (memory-mapped when read from cache)
+    """
+    meta_path = workdir / "finetune.json" if workdir is not None else None
+    want = {"config": asdict(cfg), "train_sequences": int(len(train_seqs)),
+            "dims": dataset.dims}
+    if meta_path is not None and meta_path.is_file():
+        have = json.loads(meta_path.read_text())
+        nets_saved = all((workdir / f"{m}.safetensors").is_file() for m in dataset.modalities)
+        if {k: have.get(k) for k in want} == want and nets_saved:
+            return {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
+    out, report, nets = {}, {}, {}
+    for m in dataset.modalities:
+        out[m], report[m], nets[m] = finetune_modality(dataset, m, train_seqs, val_seqs, cfg,
+                                                       device, progress)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for m, x in out.items():
+            atomic_save_npy(workdir / f"{m}.npy", x)
+            # The encoder too: `hardymer predict` maps new utterances with it.
+            state = {k: v.detach().cpu().contiguous() for k, v in nets[m].state_dict().items()}
+            with atomic_path(workdir / f"{m}.safetensors") as tmp:
+                save_file(state, tmp)
+        atomic_write_json(meta_path, {**want, "modalities": report})  # written last: the marker
+    return out
+
+
+def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> FeatureFinetuner:
+    """The fold's saved fine-tuning network of one modality (eval mode), for new utterances."""
+    path = Path(workdir) / f"{modality}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: this run was trained before fine-tuning "
+                                "networks were saved; train it again into a new --out to "
+                                "predict new utterances")
+    net = FeatureFinetuner(dim, n_outputs, dropout=0.0)
+    net.load_state_dict(load_file(path))
+    return net.eval()

@@ -1,0 +1,289 @@
+"""HARDY-MER — hardness-aware dynamic curriculum learning (Zuo et al., ACM MM 2025).
+
+Per fold (``prepare_fold``, cached and shared by every condition):
+  1. fine-tune each modality's features on the fold's training split (``finetune``);
+  2. train the teacher (MoMKE + decoders + InfoNCE critic) with random masks (``teacher``, ``estimate``);
+  3. build the FAISS feature database over the complete training samples (``retrieval/``).
+Per (fold, condition), before the conditioned stage (``on_epoch_start``):
+  4. hardness ``h`` of every training sample and its ranked candidates -> a
+     :class:`~hardymer.models.hardymer.plan.CurriculumPlan` (``k' = ceil(h k)`` supports).
+Training (stage 2, ``stage_loss``), per query sample x::
+
+    L = L_cls(x) + lambda_sup * (1/k') sum_{j in S(x)} l(ŷ_j, y_j) + lambda_rec * L_rec(x)
+
+with two exact forms of ``L_sup`` under a fixed condition (spec §6): ``explicit`` (forward the
+supports' dialogues with x's missing pattern) and ``weights`` (each training sample j carries
+``1 + lambda_sup w_j``, ``w_j = sum_{x: j in S(x)} 1/k'_x``; no extra forward). ``sup_form=auto``
+uses weights under fixed conditions and explicit under ``random:p`` (where only it is exact).
+Test time: one forward pass, no teacher, no retrieval.
+
+The model is MoMKE plus decoders (for ``L_rec``); stage 1 is MoMKE's unimodal stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.dataset import Batch, MERDataset, collate
+from ...training.method import Ablation, Stage, per_utterance_loss
+from ..decoder import ModalityDecoders, reconstruction_error
+from ..momke import MoMKE, MoMKEConfig
+from ..registry import register_method
+from .context import prepare_context
+from .plan import first_plan
+from .predict import HardyPredictExtras
+
+# What --reference-compat switches on: the reference code's choices (spec §4).
+REFERENCE_CHOICES = {"hardness_fusion": "sigmoid", "hardness_scope": "batch",
+                     "k_rule": "floor+1", "ranking": "merge-order", "support_labels": "query",
+                     "sup_form": "explicit"}
+
+
+# The paper's ablations (§2) as one-word names; each is one config switch, and each has a row
+# in the paper's ablation table (``published``: the row's name after the method's).
+ABLATIONS = {
+    "no-h-dir": Ablation(("model.use_h_dir=false",), "w/o h_dir"),
+    "no-h-ind": Ablation(("model.use_h_ind=false",), "w/o h_ind"),
+    "no-h": Ablation(("model.use_hardness=false",), "w/o h"),
+    "no-retrieval": Ablation(("model.retrieval=false",), "w/o retrieval features"),
+    "no-finetune": Ablation(("model.finetune=false",), "w/o fine-tuning features"),
+}
+
+
+@dataclass
+class HardyConfig(MoMKEConfig):
+    """HARDY-MER hyper-parameters; defaults are the paper's (IEMOCAP, k = 3).
+
+    Ablations (paper §2): ``use_h_dir=false`` (w/o h_dir), ``use_h_ind=false`` (w/o h_ind),
+    ``use_hardness=false`` (w/o h: fixed k' = k), ``retrieval=false`` (w/o retrieval: no
+    L_sup), ``finetune=false`` (w/o fine-tuning features).
+    """
+
+    k: int = 3
+    lambda_sup: float = 1.0
+    lambda_rec: float = 1.0
+    rec_norm: str = "mse"              # "mse" (per-dim squared error) or "l2" (literal norm)
+    sup_form: str = "auto"             # "auto", "weights" or "explicit"
+    # ablations
+    use_h_dir: bool = True
+    use_h_ind: bool = True
+    use_hardness: bool = True
+    retrieval: bool = True
+    finetune: bool = True
+    # hardness and retrieval choices (paper defaults; reference alternatives in comments)
+    hardness_fusion: str = "sum"       # "sigmoid": σ(β(α1 h_dir + α2 h_ind))
+    hardness_norm: str = "minmax"      # "minmax" or "rank" over the training set
+    hardness_scope: str = "train"      # "batch": min-max per training batch (reference)
+    sigmoid_beta: float = 4.0
+    alpha_dir: float = 0.6
+    alpha_ind: float = 0.4
+    k_rule: str = "ceil"               # "floor+1" (reference)
+    ranking: str = "combined"          # "merge-order" (reference: a, v, t lists, distance unused)
+    support_labels: str = "own"        # "query" (reference: supports trained on x's label)
+    reference_compat: bool = False     # all reference choices above at once
+    plan_scope: str = "fold"           # "step": teacher + FAISS inside every step (reference
+                                       # cost profile; for benchmarks)
+    index: str = "flat"                # "ivf" or "hnsw" for large databases
+    # teacher
+    teacher_epochs: list[int] = field(default_factory=lambda: [100, 100])
+    teacher_seed: int = 334
+    teacher_mask: str = "random"       # "condition": one teacher per (fold, condition)
+    temperature: float = 0.1
+    ind_estimator: str = "label-pmi"   # "infonce": instance-level InfoNCE critic
+    dir_error: str = "mse"             # "whitened": Mahalanobis residual per dimension
+    teacher_features: str = "raw"      # "finetuned": the teacher reads fine-tuned features
+    lambda_nce: float = 1.0
+    # feature fine-tuning
+    finetune_epochs: int = 20
+    finetune_lr: float = 1e-3
+    finetune_seed: int = 152
+    finetune_crossfit: int = 0         # K > 1: cross-fitted training features (ours; off = paper)
+
+    def effective(self) -> "HardyConfig":
+        """This config with the reference choices applied when ``reference_compat``."""
+        return replace(self, **REFERENCE_CHOICES) if self.reference_compat else self
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.retrieval and self.use_hardness and (self.use_h_dir or self.use_h_ind)
+
+
+_CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit"),
+            "hardness_fusion": ("sum", "sigmoid"), "hardness_norm": ("minmax", "rank"),
+            "hardness_scope": ("train", "batch"), "k_rule": ("ceil", "floor+1"),
+            "ranking": ("combined", "merge-order"), "support_labels": ("own", "query"),
+            "plan_scope": ("fold", "step"), "index": ("flat", "ivf", "hnsw"),
+            "teacher_mask": ("random", "condition"),
+            "ind_estimator": ("label-pmi", "infonce"), "teacher_features": ("raw", "finetuned"),
+            "dir_error": ("mse", "whitened")}
+
+
+def check_config(cfg: HardyConfig) -> None:
+    for name, allowed in _CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"model.{name}={getattr(cfg, name)!r}; expected one of {allowed}")
+    if cfg.k < 1:
+        raise ValueError(f"model.k={cfg.k}; expected an integer >= 1")
+
+
+@register_method("hardymer")
+class HardyMER(MoMKE):
+    """HARDY-MER on a MoMKE backbone with decoders. See the module docstring."""
+
+    Config = HardyConfig
+    stage_names = ("unimodal", "mixing")
+    ablations = ABLATIONS
+    switches = {"reference-compat": "model.reference_compat=true"}
+    records_hardness = True
+
+    def __init__(self, config: HardyConfig, dims, n_outputs, task):
+        check_config(config)
+        super().__init__(config, dims, n_outputs, task)
+        self.cfg = config.effective()
+        D, M = config.hidden, len(self.modalities)
+        self.decoders = ModalityDecoders(M * D, D, dims)
+        self.ctx = None
+        self._plan = None
+
+    # --- per-fold preparation -----------------------------------------------------------------
+    @classmethod
+    def prepare_fold(cls, config, dataset, fold, train_config, workdir, progress=True):
+        check_config(config)
+        return prepare_context(config.effective(), dataset, fold, train_config, workdir,
+                               progress)
+
+    @classmethod
+    def test_time_dataset(cls, config, dataset, workdir):
+        """The fold's fine-tuned features, read from the run's cache (no retraining)."""
+        if not config.finetune:
+            return dataset
+        folder = Path(workdir) / "finetune"
+        if not (folder / "finetune.json").is_file():
+            raise FileNotFoundError(f"{folder}/finetune.json missing: this fold's fine-tuned "
+                                    "features were not written (re-run the train command)")
+        feats = {m: np.load(folder / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
+        return replace(dataset, features=feats)
+
+    @classmethod
+    def hardness_plan(cls, cell: Path):
+        """The curriculum plan of the cell's first conditioned epoch (None if not stored)."""
+        return first_plan(cell)
+
+    @classmethod
+    def predict_extras(cls, config, *, fold_dir, dataset, inputs, reference, train_ids,
+                       device) -> HardyPredictExtras:
+        """Fine-tuned features of new utterances, their own h_ind, the neighbours' h."""
+        return HardyPredictExtras(config, fold_dir, dataset, inputs, reference, train_ids,
+                                  device)
+
+    def attach(self, context, data, workdir) -> None:
+        self.ctx = context
+        self.workdir = Path(workdir) if workdir is not None else None
+        if context is not None:
+            context.attach_cell(data, self.workdir)
+
+    def on_epoch_start(self, epoch: int, stage: Stage, data) -> None:
+        if stage.name != "mixing" or self.ctx is None or not self.cfg.retrieval:
+            self._plan = None
+            return
+        self._mask = data.train_mask(epoch)
+        if self.cfg.plan_scope == "step":
+            self._plan = None
+            return
+        self._plan = self.ctx.plan(self._mask, epoch, self.workdir)
+        n = self.ctx.dataset.n_utterances
+        self._rows = self._plan.row_of(n)                     # (n,) plan row of each id
+        self._weights = torch.from_numpy(self._plan.weights(n)).float()
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward_all(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        fused = self.fused(self.mixed_representations(batch))
+        return self.head(fused), self.decoders(fused)
+
+    def stage_loss(self, batch: Batch, stage: Stage):
+        if stage.name != "mixing":
+            return super().stage_loss(batch, stage)
+        cfg = self.cfg
+        logits, recon = self.forward_all(batch)
+        valid = batch.utt_mask
+        n = valid.sum().clamp(min=1)
+        per = per_utterance_loss(logits.flatten(0, 1), batch.labels.flatten(), self.task)
+        per = per.view_as(valid) * valid
+        cls = per.sum() / n
+        missing = (batch.present & ~batch.available & valid[..., None]).float()
+        rec = reconstruction_error(recon, batch.x, missing, cfg.rec_norm).sum() / n
+        sup = torch.zeros((), device=logits.device)
+        if self.ctx is not None and cfg.retrieval and cfg.lambda_sup:
+            form = self._form()
+            if form == "weights":
+                w = self._weights.to(per.device)[batch.index.clamp(min=0)]
+                sup = (per * w).sum() / n
+            else:
+                sup = self._explicit_support_loss(batch) / n
+        loss = cls + cfg.lambda_sup * sup + cfg.lambda_rec * rec
+        return loss, {"task": float(cls.detach()), "sup": float(sup.detach()),
+                      "rec": float(rec.detach())}
+
+    def _form(self) -> str:
+        cfg = self.cfg
+        if (cfg.sup_form == "explicit" or cfg.support_labels == "query"
+                or cfg.hardness_scope == "batch" or cfg.plan_scope == "step"):
+            return "explicit"
+        if cfg.sup_form == "weights":
+            return "weights"
+        return "explicit" if self.ctx.condition_is_random else "weights"
+
+    # --- explicit supports --------------------------------------------------------------------
+    def _batch_supports(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Query ids (U,), their k' (U,) and ranked candidates (U, k) for the batch."""
+        qids = batch.index[batch.utt_mask].cpu().numpy()
+        if self.cfg.plan_scope == "step":
+            return self.ctx.step_supports(batch, self.cfg)
+        rows = self._rows[qids]
+        if (rows < 0).any():
+            raise RuntimeError("a training utterance has no curriculum plan row")
+        plan = self._plan
+        kp = plan.k_prime[rows]
+        if self.cfg.hardness_scope == "batch":
+            kp = self.ctx.batch_k_prime(plan.h_dir_raw[rows], plan.h_ind_raw[rows], self.cfg)
+            kp = np.minimum(kp, (plan.support_ids[rows] >= 0).sum(1))
+        return qids, kp, plan.support_ids[rows]
+
+    def _explicit_support_loss(self, batch: Batch) -> torch.Tensor:
+        """``sum_x (1/k'_x) sum_{j in S(x)} l(ŷ_j, y)`` with supports in their own dialogues.
+
+        Each support is presented under its query's pattern; supports sharing a dialogue and a
+        pattern share one forward pass. ``y`` is the support's own label (paper) or the
+        query's (``support_labels="query"``, reference).
+        """
+        qids, kp, cand = self._batch_supports(batch)
+        if kp.sum() == 0:
+            return torch.zeros((), device=batch.labels.device)
+        ds: MERDataset = self.ctx.dataset
+        M = len(self.modalities)
+        q_avail = batch.available[batch.utt_mask].cpu().numpy()           # (U, M)
+        q_code = q_avail.astype(np.int64) @ (1 << np.arange(M))
+        keep = np.arange(cand.shape[1])[None, :] < kp[:, None]
+        qi, _ = np.nonzero(keep)
+        sup = cand[keep]                                                   # (P,) pairs
+        weight = 1.0 / kp[qi]
+        code = q_code[qi]
+        labels = ds.labels[sup] if self.cfg.support_labels == "own" else ds.labels[qids[qi]]
+        seq = self.ctx.seq_of[sup]
+        groups, g_of_pair = np.unique(np.stack([seq, code], 1), axis=0, return_inverse=True)
+        g_of_pair = g_of_pair.reshape(-1)
+        rows = [ds.sequences[s] for s in groups[:, 0]]
+        sb = collate(ds, rows, self._mask, ds.speaker_codes)
+        pos = self.ctx.pos_of[sup]
+        avail = sb.available.clone()
+        bits = torch.from_numpy(((groups[:, 1, None] >> np.arange(M)) & 1).astype(bool))
+        avail[torch.from_numpy(g_of_pair), torch.from_numpy(pos)] = bits[g_of_pair]
+        sb = sb.with_available(avail).to(batch.labels.device)
+        logits = self(sb)[torch.from_numpy(g_of_pair).to(sb.labels.device),
+                          torch.from_numpy(pos).to(sb.labels.device)]     # (P, C)
+        y = torch.from_numpy(labels).to(logits.device)
+        per = per_utterance_loss(logits, y, self.task)
+        return (per * torch.from_numpy(weight).to(per)).sum()

@@ -1,0 +1,122 @@
+"""The curriculum plan of one fold under one training mask: hardness + support lists.
+
+The teacher and the feature database are fixed, so the hardness of every training sample and
+its ranked candidate supports depend only on (fold, training mask). They are computed once,
+before training (spec §1.6), stored, and read by the training loop by global utterance id; no
+FAISS search and no teacher forward happen inside a training step.
+
+The ranked lists are kept full (k candidates); the support count ``k'`` is applied on top, so a
+per-batch normalisation (reference option) can re-derive ``k'`` without searching again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ...fileio import atomic_path
+from ...retrieval import FeatureDatabase, SupportLists, retrieve_supports, support_counts
+from ...retrieval.supports import support_weights
+
+
+@dataclass
+class CurriculumPlan:
+    """Per training utterance (Q rows, in training-sequence order).
+
+    Attributes
+    ----------
+    ids : (Q,) int64 global utterance ids
+    available : (Q, M) bool, the training mask the plan was made for
+    h_dir_raw, h_ind_raw : (Q,) float64 raw hardness terms
+    h_dir, h_ind : (Q,) float64 normalised terms in [0, 1]
+    h : (Q,) float64 combined hardness in [0, 1]
+    k_prime : (Q,) int64 number of supports
+    support_ids : (Q, k) int64 ranked candidates (best first; -1 padding); the first
+        ``k_prime`` are the support set S(x)
+    support_dist : (Q, k) float32 combined distance s(c, x) of each candidate
+    """
+
+    ids: np.ndarray
+    available: np.ndarray
+    h_dir_raw: np.ndarray
+    h_ind_raw: np.ndarray
+    h_dir: np.ndarray
+    h_ind: np.ndarray
+    h: np.ndarray
+    k_prime: np.ndarray
+    support_ids: np.ndarray
+    support_dist: np.ndarray
+
+    @property
+    def supports(self) -> SupportLists:
+        """The support sets S(x) (candidates beyond ``k'`` masked out)."""
+        keep = np.arange(self.support_ids.shape[1])[None, :] < self.k_prime[:, None]
+        return SupportLists(np.where(keep, self.support_ids, -1),
+                            np.where(keep, self.support_dist, np.inf).astype(np.float32),
+                            self.k_prime, self.ids)
+
+    def weights(self, n_total: int) -> np.ndarray:
+        """``w_j = sum_{x : j in S(x)} 1/k'_x`` over all n_total utterances (spec §6)."""
+        return support_weights(self.supports, n_total)
+
+    def row_of(self, n_total: int) -> np.ndarray:
+        """(n_total,) int64: plan row of each global id, -1 for non-training utterances."""
+        rows = np.full(n_total, -1, dtype=np.int64)
+        rows[self.ids] = np.arange(len(self.ids))
+        return rows
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> "CurriculumPlan":
+        with np.load(path) as z:
+            return cls(**{f.name: z[f.name] for f in fields(cls)})
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """A short stable name for a training mask (plans are cached by it)."""
+    return hashlib.sha1(np.packbits(np.ascontiguousarray(mask)).tobytes()).hexdigest()[:12]
+
+
+def rank_candidates(database: FeatureDatabase, features: dict[str, np.ndarray], ids: np.ndarray,
+                    available: np.ndarray, k: int, ranking: str = "combined",
+                    ) -> SupportLists:
+    """Full ranked candidate lists (k per query) of training queries under their masks."""
+    query = {m: features[m][ids] for m in database.modalities}
+    return retrieve_supports(database, query, ids, available, hardness=1.0, k=k,
+                             ranking=ranking)
+
+
+def build_plan(ids: np.ndarray, available: np.ndarray, terms_dir: np.ndarray,
+               terms_ind: np.ndarray, normalised: tuple[np.ndarray, np.ndarray, np.ndarray],
+               candidates: SupportLists | None, k: int, k_rule: str = "ceil",
+               use_hardness: bool = True) -> CurriculumPlan:
+    """Assemble a plan; ``k' = k`` for every sample when hardness is off (ablation w/o h)."""
+    d, i, h = normalised
+    kp = support_counts(h, k, k_rule) if use_hardness else np.full(len(ids), k, np.int64)
+    if candidates is None:  # no retrieval: an empty plan that still records hardness
+        sup = np.full((len(ids), k), -1, np.int64)
+        dist = np.full((len(ids), k), np.inf, np.float32)
+        kp = np.zeros(len(ids), np.int64)
+    else:
+        sup, dist = candidates.ids, candidates.distances
+        kp = np.minimum(kp, (sup >= 0).sum(1))  # queries with no available modality: 0
+    return CurriculumPlan(ids=ids.astype(np.int64), available=available.astype(bool),
+                          h_dir_raw=np.asarray(terms_dir, np.float64),
+                          h_ind_raw=np.asarray(terms_ind, np.float64), h_dir=d, h_ind=i, h=h,
+                          k_prime=kp.astype(np.int64), support_ids=sup, support_dist=dist)
+
+
+def first_plan(cell: Path) -> CurriculumPlan | None:
+    """The plan of the cell's first conditioned epoch (the only one under a fixed condition)."""
+    index = cell / "curriculum" / "epochs.json"
+    if not index.is_file():
+        return None
+    epochs = json.loads(index.read_text())
+    key = epochs[min(epochs, key=int)]
+    return CurriculumPlan.load(cell / "curriculum" / f"plan-{key}.npz")

@@ -1,0 +1,113 @@
+"""What ``predict`` adds for HARDY-MER (the method's :class:`PredictExtras`).
+
+* New utterances go through the fold's fine-tuning networks (the features training read).
+* Their own ``h_ind`` is computed as in training: the fold's teacher, normalised over the
+  training set's raw values in the cell's plan. Their combined ``h`` cannot be, since
+  ``h_dir`` needs the true values of the missing modalities, which a deployment sample does
+  not have; ``h`` is the mean h of its nearest training neighbours under the same pattern, as
+  the fold's curriculum plan scored them (spec §1.3).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.dataset import MERDataset, pick_rows, sequences_batch
+from ...training.checkpoint import checkpoint_exists, load_checkpoint
+from ...training.method import PredictExtras
+from .context import teacher_config
+from .estimate import batch_hardness_terms, reference_embeddings
+from .finetune import load_finetuner, transform
+from .plan import first_plan
+from .teacher import Teacher
+
+
+class HardyPredictExtras(PredictExtras):
+    """Built once per predictor; networks and the teacher are loaded on first use."""
+
+    def __init__(self, config, fold_dir: Path, dataset: MERDataset, inputs: MERDataset,
+                 reference: MERDataset, train_ids: np.ndarray, device: torch.device):
+        self.cfg = config.effective()
+        self.fold_dir, self.dataset, self.inputs = Path(fold_dir), dataset, inputs
+        self.teacher_view = reference        # what training's teacher and plans read
+        self.train_ids, self.device = train_ids, device
+        self._finetuners = None
+        self._teacher = None
+
+    def neighbour_data(self, reference: MERDataset) -> MERDataset:
+        if self.cfg.finetune and self.cfg.finetune_crossfit > 1:
+            # Cross-fitted training rows come from other networks than a new query: map the
+            # raw training data with the query's network so that distances compare alike.
+            ds = self.dataset
+            return replace(ds, features=self.features(
+                {m: np.asarray(self.inputs.features[m], np.float32) for m in ds.modalities},
+                ds.available))
+        return reference
+
+    def features(self, features, available):
+        """Fine-tuned features of new rows (the fold's networks); raw when not fine-tuned."""
+        if not self.cfg.finetune:
+            return features
+        mods = self.dataset.modalities
+        if self._finetuners is None:   # loaded once per predictor, not per call
+            self._finetuners = {m: load_finetuner(self.fold_dir / "finetune", m,
+                                                  self.dataset.dims[m],
+                                                  self.dataset.n_classes).to(self.device)
+                                for m in mods}
+        out = {}
+        for j, m in enumerate(mods):
+            x = transform(self._finetuners[m], features[m], self.device)
+            x[~available[:, j]] = 0.0
+            out[m] = x
+        return out
+
+    def neighbour_hardness(self, cell: Path, ids):
+        """Per-neighbour curriculum hardness h (Q, k), NaN where unknown; None if no plan."""
+        plan = first_plan(cell)
+        if plan is None:
+            return None
+        lookup = np.full(self.dataset.n_utterances, np.nan)
+        lookup[plan.ids] = plan.h
+        return np.where(ids >= 0, lookup[np.maximum(ids, 0)], np.nan)
+
+    @torch.no_grad()
+    def own_hardness(self, cell: Path, queries: MERDataset, rows: np.ndarray):
+        """The queries' own indirect hardness (spec §1.3: minus the mean pmi of their modality
+        pairs, missing ones from the teacher's reconstructions), min-max (or rank) normalised
+        against the training set's raw values in the cell's plan; None if not applicable.
+        ``queries`` holds the raw (not fine-tuned) features."""
+        cfg = self.cfg
+        if not (cfg.needs_teacher and cfg.use_h_ind):
+            return None
+        folder = (self.fold_dir if cfg.teacher_mask == "random" else Path(cell)) / "teacher"
+        plan = first_plan(cell)
+        if plan is None or not checkpoint_exists(folder / "last"):
+            return None
+        if self._teacher is None or self._teacher[0] != folder:
+            ds = self.dataset
+            teacher = Teacher(teacher_config(cfg), ds.dims, ds.n_classes, ds.task)
+            load_checkpoint(folder / "last", teacher)
+            teacher = teacher.to(self.device).eval()
+            tds = self.inputs if cfg.teacher_features == "raw" else self.teacher_view
+            complete = self.train_ids[tds.available[self.train_ids].all(1)]
+            ref = reference_embeddings(teacher, tds.features, complete, self.device)
+            self._teacher = (folder, teacher, ref)
+        _, teacher, ref = self._teacher
+        if cfg.teacher_features != "raw":
+            queries = replace(queries, features=self.features(dict(queries.features),
+                                                              queries.available))
+        batch = sequences_batch(queries, rows, None).to(self.device)
+        _, h_ind, ids = batch_hardness_terms(teacher, batch, ref)
+        x = pick_rows(h_ind.double().cpu().numpy(), ids.cpu().numpy(), rows)
+        train = plan.h_ind_raw
+        how = "minmax" if cfg.hardness_fusion == "sigmoid" else cfg.hardness_norm
+        if how == "rank":   # the average-rank position it would take among the training set
+            n = max(len(train) - 1, 1)
+            return {"h_ind": np.clip([((train < v).sum() + ((train == v).sum() - 1) / 2) / n
+                                      for v in x], 0.0, 1.0)}
+        span = np.ptp(train)
+        return {"h_ind": np.clip((x - train.min()) / span, 0.0, 1.0) if span > 1e-12
+                else np.zeros_like(x)}

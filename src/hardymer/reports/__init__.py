@@ -1,0 +1,2 @@
+"""Reports: result tables in the papers' layout, the published figures, plots, and the
+hardness report."""

@@ -1,0 +1,244 @@
+"""The hardness report: which training samples are hard, why, and who helps them.
+
+For runs of a method that records hardness (``records_hardness``: HARDY-MER),
+:func:`inspect_run` reads what each cell stored (the method's ``hardness_plan``: HARDY-MER's
+curriculum plans) and writes, per training utterance and condition, ``h_dir``, ``h_ind``, ``h``, ``k_prime``,
+the support ids, distances and labels (and the ``planted_*`` ground truth when the data is
+generated), a summary per condition (label agreement of the supports, Spearman correlation of
+hardness with planted hardness) and plots.
+
+Planted hardness *under a condition* (``planted_effective``): a direct-hard sample is hard
+when its key modality is missing (``planted_dir_eff``); an indirect-hard sample when its
+disagreeing modality is available together with another one (``planted_ind_eff``) — with the
+disagreeing modality missing, or alone, nothing is left to disagree with.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ..data import open_data
+from ..models import METHODS, get_method_class
+from ..protocol.conditions import parse_condition
+from ..runs.layout import Run
+from .tables import pyplot, to_markdown
+
+
+class InspectionError(ValueError):
+    """The folder is not a run with stored hardness (message says what to do)."""
+
+
+def hardness_methods() -> list[str]:
+    """Registered methods whose runs record per-sample hardness."""
+    return [name for name, cls in METHODS if cls.records_hardness]
+
+
+def planted_under(utterances: pd.DataFrame, ids: np.ndarray, available: np.ndarray,
+                  modalities: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Planted direct / indirect / total hardness of ``ids`` under their availability (Q, M)."""
+    if "planted_hardness" not in utterances:
+        return None
+    u = utterances.iloc[ids]
+    missing = ~available
+    p_dir = sum(u[f"planted_dir_{m}"].to_numpy(float) * missing[:, i]
+                for i, m in enumerate(modalities) if f"planted_dir_{m}" in u)
+    ind_mod = u["planted_ind_modality"].to_numpy(object)
+    col = np.array([modalities.index(m) if m in modalities else -1 for m in ind_mod])
+    seen = np.where(col >= 0, available[np.arange(len(ids)), np.maximum(col, 0)], False)
+    p_ind = u["planted_ind"].to_numpy(float) * (seen & (available.sum(1) >= 2))
+    return {"planted_dir_eff": p_dir, "planted_ind_eff": p_ind,
+            "planted_effective": p_dir + p_ind}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b)[0])
+
+
+def plan_table(plan, dataset, fold: int, condition: str) -> pd.DataFrame:
+    """One row per training utterance of a plan (see the module docstring for columns)."""
+    u = dataset.utterances
+    uid = u["utterance_id"].to_numpy(object)
+    labels = dataset.labels
+    sup = plan.supports
+    rows = {"fold": fold, "condition": condition, "utterance_id": uid[plan.ids],
+            "label": labels[plan.ids], "h_dir": plan.h_dir, "h_ind": plan.h_ind, "h": plan.h,
+            "h_dir_raw": plan.h_dir_raw, "h_ind_raw": plan.h_ind_raw, "k_prime": plan.k_prime}
+    mask = sup.mask
+    fmt = lambda vals: [";".join(map(str, v[m])) for v, m in zip(vals, mask)]  # noqa: E731
+    rows["support_ids"] = fmt(np.where(mask, uid[np.maximum(sup.ids, 0)], ""))
+    rows["support_distances"] = fmt(np.round(sup.distances, 4))
+    rows["support_labels"] = fmt(np.where(mask, labels[np.maximum(sup.ids, 0)], 0))
+    rows["support_agreement"] = sup.label_agreement(_discrete(labels, dataset.task))
+    df = pd.DataFrame(rows)
+    planted = planted_under(u, plan.ids, plan.available, dataset.modalities)
+    if planted is not None:
+        for c in [c for c in u.columns if c.startswith("planted_")]:
+            df[c] = u[c].to_numpy()[plan.ids]
+        for c, v in planted.items():
+            df[c] = v
+    return df
+
+
+def _discrete(labels: np.ndarray, task: str) -> np.ndarray:
+    # Regression: supports "agree" when they round to the same sentiment class (-3..3).
+    return labels if task == "classification" else np.round(labels).astype(np.int64)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (fold, condition): sizes, mean h and k', support label agreement, correlations."""
+    out = []
+    for (fold, cond), g in df.groupby(["fold", "condition"], sort=False):
+        row = {"fold": fold, "condition": cond, "n": len(g), "mean_h": g.h.mean(),
+               "mean_k_prime": g.k_prime.mean(),
+               "support_label_agreement": g.support_agreement.mean()}
+        if "planted_effective" in g:
+            row.update({
+                "spearman_h_planted": _spearman(g.h, g.planted_hardness),
+                "spearman_h_planted_effective": _spearman(g.h, g.planted_effective),
+                "spearman_hdir_planted_dir": _spearman(g.h_dir_raw, g.planted_dir_eff),
+                "spearman_hind_planted_dir": _spearman(g.h_ind_raw, g.planted_dir_eff),
+                "spearman_hind_planted_ind": _spearman(g.h_ind_raw, g.planted_ind_eff),
+                "spearman_hdir_planted_ind": _spearman(g.h_dir_raw, g.planted_ind_eff)})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def pooled_spearman(df: pd.DataFrame, conditions: list[str] | None = None) -> dict[str, float]:
+    """Correlations of each sample's hardness averaged over conditions with planted hardness.
+
+    A sample's planted hardness does not depend on the condition, but each estimate can only
+    see part of it under one condition (a direct-hard sample is hard when its key modality is
+    missing): the mean over the incomplete conditions sees all of it.
+    """
+    if "planted_hardness" not in df:
+        return {}
+    sel = df[df.condition.isin(conditions)] if conditions else df
+    g = sel.groupby(["fold", "utterance_id"])
+    mean = g[["h", "h_dir_raw", "h_ind_raw"]].mean()
+    first = g[["planted_hardness", "planted_ind"]].first()
+    p_dir = g[[c for c in df.columns if c.startswith("planted_dir_") and c != "planted_dir_eff"]
+              ].first().sum(axis=1)
+    return {"h~planted": _spearman(mean.h, first.planted_hardness),
+            "h_dir~planted_dir": _spearman(mean.h_dir_raw, p_dir),
+            "h_ind~planted_dir": _spearman(mean.h_ind_raw, p_dir),
+            "h_ind~planted_ind": _spearman(mean.h_ind_raw, first.planted_ind),
+            "h_dir~planted_ind": _spearman(mean.h_dir_raw, first.planted_ind)}
+
+
+def _condition_panels(df: pd.DataFrame, height: float, **subplots):
+    """A figure with one panel per condition of ``df`` (at most 4 a row), unused panels off.
+
+    Returns (plt, fig, [(axis, condition), ...]).
+    """
+    plt = pyplot()
+    conds = list(dict.fromkeys(df.condition))
+    cols = min(4, len(conds))
+    rows = int(np.ceil(len(conds) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height * rows), squeeze=False,
+                             **subplots)
+    for ax in list(axes.flat)[len(conds):]:
+        ax.axis("off")
+    return plt, fig, list(zip(axes.flat, conds))
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_distributions(df: pd.DataFrame, path: Path, class_names=None) -> Path:
+    """Histogram of h per condition (one panel each), one line per class."""
+    plt, fig, panels = _condition_panels(df, 2.6, sharex=True)
+    bins = np.linspace(0, 1, 21)
+    labels = sorted(df.label.unique()) if df.label.nunique() <= 12 else None
+    for ax, cond in panels:
+        g = df[df.condition == cond]
+        if labels is None:
+            ax.hist(g.h, bins=bins, histtype="step")
+        for lab in labels or []:
+            name = class_names[int(lab)] if class_names else str(lab)
+            ax.hist(g.h[g.label == lab], bins=bins, histtype="step", label=name)
+        ax.set_title(f"{cond} (mean k' {g.k_prime.mean():.2f})", fontsize=9)
+        ax.set_xlabel("h")
+    if labels:
+        panels[0][0].legend(fontsize=7)
+    fig.suptitle("Hardness of training samples per condition and class")
+    return _save(plt, fig, path)
+
+
+def plot_vs_planted(df: pd.DataFrame, path: Path) -> Path:
+    """h against planted hardness under each condition, coloured by planted kind."""
+    plt, fig, panels = _condition_panels(df, 2.8, sharey=True)
+    colors = {"clean": "#999999", "direct": "#d62728", "indirect": "#1f77b4"}
+    for ax, cond in panels:
+        g = df[df.condition == cond]
+        for kind, c in colors.items():
+            s = g[g.planted_kind == kind]
+            ax.scatter(s.planted_effective, s.h, s=3, alpha=0.4, color=c, label=kind)
+        rho = _spearman(g.h, g.planted_effective)
+        ax.set_title(f"{cond}: Spearman {rho:.2f}", fontsize=9)
+        ax.set_xlabel("planted hardness under the condition")
+    panels[0][0].set_ylabel("estimated h")
+    panels[0][0].legend(fontsize=7, markerscale=3)
+    return _save(plt, fig, path)
+
+
+def inspect_run(run: Path, out: Path, opener: Callable | None = None) -> dict:
+    """Write ``hardness.csv``, ``summary.{csv,md}`` and plots for a run folder of a method
+    that records hardness."""
+    run, out = Run(run), Path(out)
+    takers = " or ".join(f"`--method {m}`" for m in hardness_methods())
+    if not run.exists():
+        raise InspectionError(f"{run.meta_path} not found: pass a folder made by "
+                              f"`hardymer train` with {takers}")
+    try:
+        cls = get_method_class(run.method)
+    except KeyError as err:
+        raise InspectionError(f"{run.path}: {err.args[0]}") from None
+    if not cls.records_hardness:
+        raise InspectionError(f"{run.path} is a {run.method!r} run; hardness is recorded by "
+                              f"{takers} runs only")
+    dataset = (opener or open_data)(run.data)
+    frames = []
+    for k in run.folds:
+        for cond in run.conditions:
+            c = parse_condition(cond, dataset.modalities)
+            plan = cls.hardness_plan(run.cell(k, c))
+            if plan is not None:
+                frames.append(plan_table(plan, dataset, k, c.name))
+    if not frames:
+        raise InspectionError(f"no curriculum plans under {run.path}: has training reached "
+                              "the stage that stores them (re-run the train command), or was it "
+                              "run with an ablation that stores none (HARDY-MER: "
+                              "model.retrieval=false)?")
+    df = pd.concat(frames, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "hardness.csv", index=False)
+    summary = summarize(df)
+    summary.to_csv(out / "summary.csv", index=False)
+    incomplete = [c for c in dict.fromkeys(df.condition) if not _is_full(c, dataset.modalities)]
+    pooled = pooled_spearman(df, incomplete)
+    text = to_markdown(summary.round(3))
+    if pooled:
+        text += ("\nMean hardness over the incomplete conditions vs planted hardness "
+                 "(Spearman): " + ", ".join(f"{k} {v:.3f}" for k, v in pooled.items()) + "\n")
+    (out / "summary.md").write_text(text)
+    paths = {"table": out / "hardness.csv", "summary": out / "summary.md",
+             "distribution_plot": plot_distributions(df, out / "hardness_by_condition.png",
+                                                     dataset.class_names)}
+    if "planted_effective" in df:
+        paths["planted_plot"] = plot_vs_planted(df, out / "hardness_vs_planted.png")
+    return {"summary": summary, "pooled": pooled, "paths": paths, "text": text}
+
+
+def _is_full(cond: str, modalities) -> bool:
+    c = parse_condition(cond, modalities)
+    return not c.is_random and len(c.keep) == len(modalities)

@@ -1,0 +1,123 @@
+"""A run: one method on one data set, over folds × conditions, in one resumable folder.
+
+The folder's layout is :class:`~hardymer.runs.layout.Run`'s. Re-running the same command
+resumes: finished cells are read back, interrupted ones continue from their last checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import MERDataset
+from ..data.standardize import fold_inputs
+from ..models import create_method, get_method_class
+from ..protocol.conditions import Condition
+from ..protocol.splits import Fold, make_folds
+from ..training.checkpoint import checkpoint_epoch
+from ..training.loaders import FoldData
+from ..training.trainer import Trainer
+from .config import RunConfig
+from .layout import Run
+
+
+def build_method(cfg: RunConfig, dataset: MERDataset):
+    torch.manual_seed(cfg.train.seed)  # weight init is part of the seeded run
+    return create_method(cfg.method, dims=dataset.dims, n_outputs=dataset.n_classes,
+                         task=dataset.task, **cfg.model)
+
+
+def _as_run(out: Run | Path | str | None) -> Run | None:
+    return out if out is None or isinstance(out, Run) else Run(out)
+
+
+def prepare_fold(cfg: RunConfig, dataset: MERDataset, fold: Fold, out: Run | Path | None,
+                 progress: bool = True):
+    """The method's per-fold preparation (HARDY-MER: fine-tuning, teacher), cached under
+    ``RUN/fold<k>/_shared/<method>/``; None for methods that need none."""
+    run = _as_run(out)
+    cls = get_method_class(cfg.method)
+    workdir = run.shared(fold.index, cfg.method) if run is not None else None
+    return cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
+                            progress)
+
+
+def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
+             out: Run | Path | None, progress: bool = True, context=None,
+             prepared: bool = False) -> dict:
+    """Train and evaluate one (fold, condition); returns its result record.
+
+    A finished cell (``result.json`` present) is read back, not retrained. ``context`` is the
+    fold's :func:`prepare_fold` result when the caller already has it (``prepared=True``).
+    """
+    run = _as_run(out)
+    cell = run.cell(fold.index, cond) if run is not None else None
+    if run is not None and (done := run.result(fold.index, cond)) is not None:
+        return done
+    if not prepared:
+        context = prepare_fold(cfg, dataset, fold, run, progress)
+    if context is not None:
+        dataset = context.dataset
+    method = build_method(cfg, dataset)
+    data = FoldData(dataset, fold, cond, seed=cfg.train.seed)
+    stages = method.stages(list(cfg.train.epochs))
+    init_from = None
+    # Stages before the first conditioned one do not depend on the condition: train them once
+    # per fold and start every condition from there (same RNG and optimizer state).
+    prefix = []
+    for s in stages:
+        if s.apply_condition or s.select:
+            break
+        prefix.append(s)
+    if run is not None and any(s.epochs for s in prefix):
+        shared = run.shared(fold.index, "-".join(s.name for s in prefix))
+        if checkpoint_epoch(shared / "last") < sum(s.epochs for s in prefix):
+            # (resumes by itself if an earlier attempt was interrupted)
+            Trainer(cfg.train, shared, progress=progress).fit(method, data, stages=prefix,
+                                                              final_eval=False)
+            method = build_method(cfg, dataset)  # fresh object; weights come from init_from
+        init_from = shared / "last"
+    method.attach(context, data, cell)
+    result = Trainer(cfg.train, cell, progress=progress).fit(method, data, stages,
+                                                              init_from=init_from)
+    record = {
+        "method": cfg.method, "condition": cond.name, "fold": fold.index,
+        "fold_name": fold.name, "seed": cfg.train.seed, "protocol": cfg.train.protocol,
+        "selected_epoch": result.selected_epoch, "seconds": round(result.seconds, 2),
+        **{f"val_{k}": v for k, v in result.val.items()},
+        **{f"test_{k}": v for k, v in result.test.items()},
+        "n_train": int(sum(len(dataset.sequences[i]) for i in fold.train)),
+        "n_test": int(sum(len(dataset.sequences[i]) for i in fold.test)),
+    }
+    if run is not None:
+        run.write_result(fold.index, cond, record)
+    return record
+
+
+def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
+                   fold_ids: list[int] | None, out: Run | Path | None, data_source: str = "",
+                   progress: bool = True, n_folds: int = 5) -> list[dict]:
+    """Every (fold, condition) cell of a run; returns the result records."""
+    run = _as_run(out)
+    folds = make_folds(dataset, n_folds=n_folds, val_fraction=cfg.train.val_fraction,
+                       seed=cfg.train.split_seed)
+    ids = list(range(len(folds))) if fold_ids is None else fold_ids
+    bad = [k for k in ids if not 0 <= k < len(folds)]
+    if bad:
+        raise ValueError(f"fold {bad[0]} does not exist; this data set has {len(folds)} fold(s) "
+                         f"(0..{len(folds) - 1}): {', '.join(f.name for f in folds)}")
+    if run is not None:
+        run.prepare(cfg, data_source, dataset, conditions, ids)
+    records = []
+    for k in ids:
+        fold_ds, _ = fold_inputs(cfg.train.standardize, dataset, folds[k].train)
+        context, prepared = None, False
+        for cond in conditions:
+            finished = run is not None and run.result(k, cond) is not None
+            if not prepared and not finished:
+                context, prepared = prepare_fold(cfg, fold_ds, folds[k], run, progress), True
+            rec = run_cell(cfg, fold_ds, folds[k], cond, run, progress, context, prepared)
+            records.append(rec)
+            if run is not None:  # a cell read back keeps its row (and finish time)
+                run.add_records([rec], dataset, replace=not finished)
+    return records

@@ -1,0 +1,247 @@
+"""The run folder, as one class: every path into a run is asked of :class:`Run`.
+
+Layout::
+
+    RUN/run.json                    config, data source, conditions, folds, data fingerprint,
+                                    versions
+    RUN/fold<k>/_shared/<name>/     condition-independent work of a fold: stages trained once
+                                    and shared by every condition (MoMKE's stage 1), and the
+                                    method's per-fold preparation (``_shared/<method>/``:
+                                    HARDY-MER's fine-tuning and teacher)
+    RUN/fold<k>/<condition>/        the trainer's checkpoints (last/best) and metrics, the
+                                    method's own files (HARDY-MER: curriculum/), result.json
+    RUN/results.sqlite              one row per finished (fold, condition), the results store
+                                    schema of sweeps (:mod:`hardymer.runs.store`)
+    RUN/results.{csv,md,png}        the summary table
+
+Ownership: this class hands out every folder above; inside a cell or a ``_shared`` folder the
+trainer owns its checkpoint files (``last``/``best``, ``metrics.*``) and the method its own
+(HARDY-MER's ``curriculum/``, ``finetune/``, ``teacher/``; read back only by the method's
+hooks). Run folders written before ``results.sqlite`` kept their records in
+``results.jsonl``; they are read as they are, and moved into the store on the next write.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, fields
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+
+from ..data.dataset import MERDataset
+from ..fileio import atomic_write_json
+from ..models import get_method_class
+from ..protocol.conditions import Condition
+from ..training.config import TrainConfig
+from ..version import __version__
+from .config import RunConfig, upgrade_train
+from .store import ResultsStore, results_row
+
+
+def condition_dirname(cond: Condition | str) -> str:
+    name = cond.name if isinstance(cond, Condition) else str(cond)
+    return name.replace(":", "-").replace("+", "_")
+
+
+def versions() -> dict[str, str]:
+    return {"hardymer": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "sklearn": sklearn.__version__, "python": platform.python_version()}
+
+
+def data_fingerprint(dataset: MERDataset) -> str:
+    """sha1 of what identifies a data set's content cheaply: utterance ids and order, labels,
+    availability, feature shapes and first/last rows, and the extractors that made it."""
+    h = hashlib.sha1()
+    h.update("\n".join(map(str, dataset.utterances["utterance_id"])).encode())
+    h.update(np.ascontiguousarray(dataset.labels).tobytes())
+    h.update(np.ascontiguousarray(dataset.available).tobytes())
+    for m in dataset.modalities:
+        x = dataset.features[m]
+        h.update(f"{m}{x.shape}".encode())
+        h.update(np.ascontiguousarray(x[:64], dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(x[-64:], dtype=np.float32).tobytes())
+    prov = (dataset.meta.get("extraction") or {}).get("extractors")
+    h.update(json.dumps(prov, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def dataset_meta(dataset: MERDataset) -> dict:
+    """The data set's columns of a results row."""
+    return {"dataset": dataset.name, "task": dataset.task, "family": dataset.family,
+            "n_classes": dataset.n_classes, "generated": int(bool(dataset.meta.get("generator")))}
+
+
+class Run:
+    """A run folder (it need not exist yet: :meth:`prepare` creates it).
+
+    Parameters
+    ----------
+    path : the folder given as ``--out`` to ``hardymer train`` (or a sweep's run folder)
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # --- run.json -----------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "run.json"
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file()
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """An existing run; FileNotFoundError (saying what to pass) when it has no run.json."""
+        run = cls(path)
+        if not run.exists():
+            raise FileNotFoundError(f"{run.meta_path} not found: pass a folder made by "
+                                    "`hardymer train`")
+        return run
+
+    @cached_property
+    def meta(self) -> dict:
+        """run.json as written (raises FileNotFoundError when the folder has none)."""
+        return json.loads(self.meta_path.read_text())
+
+    @property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.meta["config"])
+
+    @property
+    def method(self) -> str:
+        return self.meta["config"]["method"]
+
+    @property
+    def data(self) -> str:
+        return self.meta["data"]
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(self.meta["conditions"])
+
+    @property
+    def folds(self) -> list[int]:
+        return list(self.meta["folds"])
+
+    def data_matches(self, dataset: MERDataset) -> bool:
+        """Whether ``dataset`` is the data the run was trained on (summary and fingerprint)."""
+        fingerprint = data_fingerprint(dataset)
+        return not ((self.meta.get("dataset") and self.meta["dataset"] != dataset.summary())
+                    or self.meta.get("fingerprint", fingerprint) != fingerprint)
+
+    def prepare(self, cfg: RunConfig, data_source: str, dataset: MERDataset,
+                conditions: list[Condition], fold_ids: list[int]) -> None:
+        """Create or check ``run.json``; a different config in the same folder is an error."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fingerprint = data_fingerprint(dataset)
+        want = {"config": cfg.to_dict(), "data": data_source}
+        if self.exists():
+            have = json.loads(self.meta_path.read_text())
+            if {"config": _with_defaults(have["config"]), "data": have["data"]} != want:
+                raise ValueError(f"{self.path} holds a run with a different configuration or "
+                                 "data; choose another --out (or delete the folder) to start "
+                                 "afresh")
+            if have.get("fingerprint", fingerprint) != fingerprint:
+                raise ValueError(f"the data at {data_source!r} changed since {self.path} was "
+                                 "started (utterances, labels, availability or extractors); its "
+                                 "finished cells were trained on the old data: choose another "
+                                 "--out")
+            conds = sorted(set(have["conditions"]) | {c.name for c in conditions})
+            folds = sorted(set(have["folds"]) | set(fold_ids))
+        else:
+            conds, folds = [c.name for c in conditions], fold_ids
+        atomic_write_json(self.meta_path, {**want, "conditions": conds, "folds": folds,
+                                           "dataset": dataset.summary(),
+                                           "fingerprint": fingerprint, "task": dataset.task,
+                                           "modalities": list(dataset.modalities),
+                                           "versions": versions()})
+        self.__dict__.pop("meta", None)
+
+    # --- folders --------------------------------------------------------------------------
+    def cell(self, fold: int, condition: Condition | str) -> Path:
+        """``RUN/fold<k>/<condition>/``: one (fold, condition)'s model and results."""
+        return self.path / f"fold{fold}" / condition_dirname(condition)
+
+    def shared(self, fold: int, name: str) -> Path:
+        """``RUN/fold<k>/_shared/<name>/``: condition-independent work of a fold."""
+        return self.path / f"fold{fold}" / "_shared" / name
+
+    def fold_dir(self, fold: int) -> Path:
+        """The method's per-fold preparation folder (``prepare_fold``'s workdir)."""
+        return self.shared(fold, self.method)
+
+    def table_paths(self) -> dict[str, Path]:
+        """The run's summary table files: ``results.csv``, ``results.md``, ``results.png``."""
+        return {k: self.path / f"results.{k}" for k in ("csv", "md", "png")}
+
+    def checkpoint(self, fold: int, condition: Condition | str, which: str = "best") -> Path:
+        """Stem of a cell's checkpoint (``best``: the selected model; ``last``)."""
+        return self.cell(fold, condition) / which
+
+    # --- results --------------------------------------------------------------------------
+    def result(self, fold: int, condition: Condition | str) -> dict | None:
+        """A finished cell's result record, None while it is not finished."""
+        path = self.cell(fold, condition) / "result.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_result(self, fold: int, condition: Condition | str, record: dict) -> None:
+        atomic_write_json(self.cell(fold, condition) / "result.json", record)
+
+    @property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.path / "results.sqlite")
+
+    def add_records(self, records: list[dict], dataset: MERDataset,
+                    replace: bool = True) -> None:
+        """Put finished cells' records into the run's results store, in one transaction (so
+        concurrent sweep workers on one run folder need no lock). ``replace=False`` keeps a
+        cell's row when it is already there (a cell read back on resume). Records of an old
+        folder's ``results.jsonl`` go in with them, and the file goes once they are in."""
+        meta = dataset_meta(dataset)
+        legacy = self._legacy_records()
+        rows = [results_row(r, variant=r["method"], method=r["method"], data=self.data,
+                            config=self.meta["config"], meta=meta,
+                            versions=self.meta.get("versions", {}), run_dir=str(self.path))
+                for r in legacy + list(records)]
+        self.store.add_many(rows[:len(legacy)], replace=False)
+        self.store.add_many(rows[len(legacy):], replace=replace)
+        if legacy:
+            (self.path / "results.jsonl").unlink(missing_ok=True)
+
+    def records(self) -> list[dict]:
+        """One record per finished (fold, condition): :func:`run_cell`'s fields, plus the
+        store's (``variant``, ``data``, ``config`` and ``versions`` as JSON text, ``run_dir``,
+        ``finished_at``, ``base_method``); metrics a cell lacks are left out. Records still in
+        an old folder's ``results.jsonl`` are included."""
+        legacy = self._legacy_records()
+        have = self.store.records() if (self.path / "results.sqlite").is_file() else []
+        if not have and not legacy and not (self.path / "results.jsonl").is_file():
+            raise FileNotFoundError(f"{self.path / 'results.sqlite'}: no results yet — is "
+                                    f"{self.path} a run folder made by `hardymer train`?")
+        seen = {(r["fold"], r["condition"]) for r in have}
+        return have + [r for r in legacy if (r["fold"], r["condition"]) not in seen]
+
+    def _legacy_records(self) -> list[dict]:
+        path = self.path / "results.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+
+def _with_defaults(config: dict) -> dict:
+    """A stored config with fields added since it was written set to their defaults, so a run
+    made by an older version still resumes when nothing it set has changed."""
+    cls = get_method_class(config["method"])
+    model = {f.name: getattr(cls.Config(), f.name) for f in fields(cls.Config)}
+    return {**config, "model": {**model, **config["model"]},
+            "train": {**asdict(TrainConfig()), **upgrade_train(config["train"])}}

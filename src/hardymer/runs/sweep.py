@@ -1,0 +1,319 @@
+"""Sweeps: variants × conditions × folds × seeds on one data set, resumable, optionally parallel.
+
+A *variant* is a registered method with overrides (``hardymer:no-h-dir`` is HARDY-MER with an
+ablation; a config file can name any ``--set`` list). The sweep folder holds::
+
+    SWEEP/sweep.json                 the grid (a different grid in the same folder is an error)
+    SWEEP/results.sqlite             one row per finished cell (hardymer.runs.store)
+    SWEEP/runs/<variant>/seed<k>/    ordinary run folders (hardymer train layout)
+
+Work is split into *units* of (variant, seed, fold) — all conditions of a fold share the fold's
+preparation and condition-independent stages. A unit whose cells are all in the store is
+skipped; otherwise it runs through :func:`run_experiment`, which reads finished cells back and
+resumes interrupted ones from their last checkpoint, so a killed sweep loses at most the epoch
+in progress. Units run in this process, or in ``workers`` spawned processes (each with
+``cpu_count // workers`` torch threads); only the parent writes the store.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from ..data import open_data
+from ..fileio import atomic_write_json
+from ..models import METHODS, get_method_class
+from ..protocol.conditions import all_fixed_conditions, parse_condition
+from ..protocol.splits import make_folds
+from .config import load_run_config
+from .experiment import run_experiment
+from .layout import Run, dataset_meta, versions
+from .store import ResultsStore, results_row
+
+TEXT_HINT = ("methods as NAME or NAME:ABLATION (hardymer:no-h-dir), e.g. "
+             "--methods momke,zero-fill,hardymer:no-h")
+
+
+@dataclass
+class Variant:
+    """A registered method plus overrides, shown in tables under ``name``."""
+
+    name: str
+    method: str
+    set: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepSpec:
+    """The grid. Field names are those of the YAML file ``hardymer sweep --config`` reads."""
+
+    data: str = ""
+    methods: list[Variant] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=lambda: ["all"])
+    folds: str = "all"                 # "all" or comma-separated fold ids
+    seeds: list[int] = field(default_factory=lambda: [0])
+    protocol: str = "val"
+    set: list[str] = field(default_factory=list)   # every variant; "NAME:key=v" one only
+    trust_pickle: bool = False
+
+
+def parse_variant(text: str) -> Variant:
+    """``momke`` or ``hardymer:no-h-dir`` (an ablation the method declares) -> Variant."""
+    name = text.strip()
+    method, _, ablation = name.partition(":")
+    try:
+        cls = get_method_class(method)
+    except KeyError as err:
+        raise ValueError(f"--methods: {err.args[0]}") from None
+    if not ablation:
+        return Variant(name, method)
+    if ablation not in cls.ablations:
+        takers = [(n, c.ablations) for n, c in METHODS if c.ablations]
+        raise ValueError(f"--methods: {name!r}: only {' and '.join(n for n, _ in takers)} "
+                         f"take{'s' if len(takers) == 1 else ''} an ablation suffix, one of "
+                         + "; ".join(", ".join(a) for _, a in takers))
+    return Variant(name, method, list(cls.ablations[ablation].overrides))
+
+
+def load_spec(path: Path | None = None, **cli) -> SweepSpec:
+    """A YAML grid file (optional) with command-line values merged over it.
+
+    ``methods`` entries are strings (as on the command line) or mappings
+    ``{name, method, set}``.
+    """
+    raw: dict = {}
+    if path is not None:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+        unknown = set(raw) - {f for f in SweepSpec.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected "
+                             f"{sorted(SweepSpec.__dataclass_fields__)}")
+    raw.update({k: v for k, v in cli.items() if v not in (None, [], "")})
+    for k in ("methods", "conditions", "seeds", "set"):
+        raw[k] = _as_list(raw.get(k), k)
+    if isinstance(raw.get("folds"), (list, tuple)):
+        raw["folds"] = ",".join(str(f) for f in raw["folds"])
+    if raw.get("folds") is None:
+        raw.pop("folds", None)
+    methods = []
+    for m in raw.pop("methods", []):
+        if isinstance(m, str):
+            methods.append(parse_variant(m))
+        elif isinstance(m, dict) and "method" in m:
+            methods.append(Variant(m.get("name", m["method"]), m["method"],
+                                   list(m.get("set", []))))
+        else:
+            raise ValueError(f"methods: each entry is a name or {{name, method, set}}; got {m!r}")
+    spec = SweepSpec(methods=methods, **raw)
+    if not spec.data:
+        raise ValueError("no data: give --data or `data:` in the config file")
+    if not spec.data.startswith("synth:"):  # run folders must not depend on the cwd
+        spec.data = str(Path(spec.data).resolve())
+    if not spec.methods:
+        raise ValueError("no methods: " + TEXT_HINT)
+    names = [v.name for v in spec.methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods: names must be unique, got {names}")
+    # "NAME:key=value" applies to one method only (e.g. momke:train.epochs=[5,5]).
+    common = []
+    for item in spec.set:
+        head, _, value = item.partition("=")
+        name, colon, key = head.rpartition(":")
+        if not colon:
+            common.append(item)
+            continue
+        if name not in names:
+            raise ValueError(f"--set {item!r}: no method named {name!r} in {names}")
+        next(v for v in spec.methods if v.name == name).set.append(f"{key}={value}")
+    spec.set = common
+    try:
+        spec.seeds = list(dict.fromkeys(int(s) for s in spec.seeds))
+    except (TypeError, ValueError):
+        raise ValueError(f"seeds: expected integers, got {spec.seeds!r}") from None
+    spec.conditions = list(dict.fromkeys(str(c) for c in spec.conditions))
+    spec.folds = str(spec.folds)
+    if spec.folds != "all":
+        try:
+            spec.folds = ",".join(dict.fromkeys(str(int(x)) for x in spec.folds.split(",")))
+        except ValueError:
+            raise ValueError(f"folds: 'all' or comma-separated fold ids, got "
+                             f"{spec.folds!r}") from None
+    return spec
+
+
+def _as_list(value, name: str) -> list:
+    """A grid field as a list: YAML scalars and comma-separated strings become lists."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()] if name != "set" else [value]
+    if isinstance(value, (int, float, dict)):
+        return [value]
+    return list(value)
+
+
+@dataclass
+class Unit:
+    variant: Variant
+    seed: int
+    fold: int
+    conditions: list[str]
+
+
+class SweepFolder:
+    """The sweep folder, as one class (the layout in the module docstring).
+
+    Parameters
+    ----------
+    path : the folder given as ``--out`` to ``hardymer sweep``
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / "results.sqlite"
+
+    @property
+    def grid_path(self) -> Path:
+        return self.path / "sweep.json"
+
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.store_path)
+
+    def grid(self) -> dict:
+        """``sweep.json`` as written (empty when the folder has none)."""
+        return json.loads(self.grid_path.read_text()) if self.grid_path.is_file() else {}
+
+    def run_dir(self, variant: str, seed: int) -> Path:
+        """``SWEEP/runs/<variant>/seed<k>/``: an ordinary run folder."""
+        return self.path / "runs" / variant.replace("/", "_").replace(":", "-") / f"seed{seed}"
+
+
+def _run_dir(out: Path, variant: str, seed: int) -> Path:
+    return SweepFolder(out).run_dir(variant, seed)
+
+
+def _config(spec: SweepSpec, v: Variant, seed: int, family: str):
+    return load_run_config(v.method, family, spec.set + v.set + [
+        f"train.seed={seed}", f"train.protocol={spec.protocol}"])
+
+
+def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,
+              progress: bool) -> list[dict]:
+    """Train one unit (in this or a worker process); returns its records."""
+    if threads:
+        torch.set_num_threads(threads)
+    ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
+    cfg = _config(spec, unit.variant, unit.seed, ds.family)
+    conds = [parse_condition(c, ds.modalities) for c in unit.conditions]
+    t0 = time.perf_counter()
+    recs = run_experiment(cfg, ds, conds, [unit.fold], _run_dir(out, unit.variant.name, unit.seed),
+                          data_source=spec.data, progress=progress)
+    return [dict(r, unit_seconds=time.perf_counter() - t0) for r in recs]
+
+
+def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = True,
+              on_cell: Callable[[dict], None] | None = None) -> ResultsStore:
+    """Run every unfinished cell of the grid into ``out``; returns the results store.
+
+    ``on_cell`` is called in the parent with each stored row (tests use it to interrupt).
+    """
+    out = Path(out)
+    ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
+    conds = []
+    for c in spec.conditions:
+        conds += (all_fixed_conditions(ds.modalities) if c == "all"
+                  else [parse_condition(c, ds.modalities)])
+    cond_names = list(dict.fromkeys(c.name for c in conds))
+    _check_grid(out, spec)
+    store = SweepFolder(out).store()
+    # Fold ids and run folders are fixed by the parent, so workers never race on run.json.
+    units, n_folds = [], None
+    for v in spec.methods:
+        for seed in spec.seeds:
+            cfg = _config(spec, v, seed, ds.family)
+            folds = make_folds(ds, val_fraction=cfg.train.val_fraction,
+                               seed=cfg.train.split_seed)
+            n_folds = len(folds)
+            ids = list(range(n_folds)) if spec.folds == "all" else \
+                [int(x) for x in spec.folds.split(",")]
+            bad = [k for k in ids if not 0 <= k < n_folds]
+            if bad:
+                raise ValueError(f"fold {bad[0]} does not exist; the data set has {n_folds} "
+                                 f"fold(s) (0..{n_folds - 1})")
+            Run(_run_dir(out, v.name, seed)).prepare(
+                cfg, spec.data, ds, [parse_condition(c, ds.modalities) for c in cond_names], ids)
+            units += [Unit(v, seed, k, cond_names) for k in ids]
+    done = store.keys()
+    key = lambda u, c: (u.variant.name, spec.data, c, u.fold, u.seed)  # noqa: E731
+    todo = [u for u in units if any(key(u, c) not in done for c in u.conditions)]
+    total = len(units) * len(cond_names)
+    bar = tqdm(total=total, initial=total - len(todo) * len(cond_names), unit="cell",
+               desc=f"sweep {out.name}", disable=not progress, dynamic_ncols=True)
+    meta, vers = dataset_meta(ds), versions()
+
+    def record(unit: Unit, recs: list[dict]) -> None:
+        cfg = _config(spec, unit.variant, unit.seed, ds.family)
+        for r in recs:
+            row = results_row(dict(r, seed=unit.seed), variant=unit.variant.name,
+                              method=unit.variant.method, data=spec.data,
+                              config=cfg.to_dict(), meta=meta, versions=vers,
+                              run_dir=str(_run_dir(out, unit.variant.name, unit.seed)))
+            if key(unit, r["condition"]) not in done:
+                store.add(row)
+                done.add(key(unit, r["condition"]))
+            bar.update(1)
+            if on_cell is not None:
+                on_cell(row)
+
+    if workers <= 1:
+        for u in todo:
+            record(u, _run_unit(out, spec, u, None, progress=False))
+    else:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        try:
+            pending = {pool.submit(_run_unit, out, spec, u, threads, False): u for u in todo}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    record(pending.pop(f), f.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # stop now; finished cells are kept
+            raise
+        pool.shutdown()
+    bar.close()
+    return store
+
+
+def _check_grid(out: Path, spec: SweepSpec) -> None:
+    """Write ``sweep.json``, or check it against the stored grid (same methods' definitions;
+    conditions, seeds and folds may grow)."""
+    folder = SweepFolder(out)
+    want = asdict(spec)
+    if folder.grid_path.is_file():
+        have = folder.grid()
+        defs = lambda s: {m["name"]: (m["method"], m["set"]) for m in s["methods"]}  # noqa
+        clash = {n for n in set(defs(have)) & set(defs(want)) if defs(have)[n] != defs(want)[n]}
+        if have["data"] != want["data"] or have["set"] != want["set"] or clash or \
+                have["protocol"] != want["protocol"]:
+            raise ValueError(f"{out} holds a sweep with another data set, protocol or method "
+                             f"definition ({sorted(clash) or 'data/protocol/set'}); use another "
+                             "--out to start a new one")
+        # Every definition ever run stays recorded, so later runs are checked against all.
+        known = {m["name"] for m in want["methods"]}
+        want["methods"] = want["methods"] + [m for m in have["methods"] if m["name"] not in known]
+        for k in ("conditions", "seeds"):
+            want[k] = list(dict.fromkeys(have[k] + want[k]))
+    atomic_write_json(folder.grid_path, want)

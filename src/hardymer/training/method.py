@@ -1,0 +1,195 @@
+"""What every method is to the trainer: the Method/Stage protocol.
+
+A method = a model + its losses + its stages. The trainer owns the loop, logging, checkpoints
+and model selection; a method only says which stages it has, what its loss is in each, and how
+it predicts. A method also declares its own extras here, as class attributes and hooks
+(ablation names, per-fold preparation, what ``predict`` and the reports add), so that nothing
+outside its module asks for it by name. The registry that names methods is
+:mod:`hardymer.models.registry`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.dataset import Batch
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage.
+
+    Attributes
+    ----------
+    name : str
+    epochs : int
+        0 skips the stage.
+    apply_condition : bool
+        Whether training batches carry the missing-modality condition in this stage. Stages
+        before the first conditioned one depend only on the data and fold, so their result can
+        be shared across conditions.
+    select : bool
+        Whether model selection (validation or the papers' test rule) considers this stage's
+        epochs. Methods select in their final stage.
+    """
+
+    name: str
+    epochs: int
+    apply_condition: bool = True
+    select: bool = True
+
+
+class Method(nn.Module):
+    """Base class of every registered method.
+
+    Subclasses set ``Config`` (a dataclass of hyper-parameters with paper defaults) and
+    implement :meth:`forward`, :meth:`stage_loss` and, for several stages, :meth:`stages`.
+
+    Parameters
+    ----------
+    config : Config dataclass
+    dims : dict of str -> int
+        Input dimension per modality, in data-set order.
+    n_outputs : int
+        Number of classes, or 1 for regression.
+    task : {"classification", "regression"}
+    """
+
+    Config: ClassVar[type]
+    stage_names: ClassVar[tuple[str, ...]] = ("train",)
+    method_name: ClassVar[str] = "train"      # set by the registry
+    #: One-word variants, ``NAME -> Ablation`` (``hardymer sweep --methods momke:NAME``,
+    #: ``hardymer train --ablation NAME``).
+    ablations: ClassVar[dict[str, "Ablation"]] = {}
+    #: Named switches that are not ablations, ``flag -> override`` (``--reference-compat``).
+    switches: ClassVar[dict[str, str]] = {}
+    #: Whether cells store per-sample hardness that :meth:`hardness_plan` reads back
+    #: (``hardymer hardness`` and the report's hardness section).
+    records_hardness: ClassVar[bool] = False
+
+    def __init__(self, config, dims: dict[str, int], n_outputs: int, task: str):
+        super().__init__()
+        self.config, self.dims, self.n_outputs, self.task = config, dict(dims), n_outputs, task
+        self.modalities = tuple(dims)
+
+    def stages(self, epochs: list[int]) -> list[Stage]:
+        """Stages with their epoch counts; default: one conditioned stage."""
+        return [Stage(name, e) for name, e in zip(self.stage_names, epochs)]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Predictions (B, S, n_outputs) from what ``batch.available`` allows."""
+        raise NotImplementedError
+
+    def stage_loss(self, batch: Batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar training loss of a batch in a stage, and named parts for the log."""
+        loss = task_loss(self(batch), batch, self.task)
+        return loss, {"task": float(loss.detach())}
+
+    # --- hooks for methods that need more than a loss (HARDY-MER); defaults do nothing -------
+    @classmethod
+    def prepare_fold(cls, config, dataset, fold, train_config, workdir, progress: bool = True):
+        """Per-fold, condition-independent preparation before any model of the fold is built.
+
+        Returns ``None`` (nothing to prepare) or an object with a ``dataset`` attribute (the
+        data the fold trains on, e.g. with fine-tuned features) that :meth:`attach` receives.
+        ``workdir`` (a folder, or None in memory) is where such work is cached for reuse.
+        """
+        return None
+
+    @classmethod
+    def test_time_dataset(cls, config, dataset, workdir):
+        """The data a trained model of this fold reads (default: the data set as it is)."""
+        return dataset
+
+    def attach(self, context, data, workdir) -> None:
+        """Receive :meth:`prepare_fold`'s result and the cell's :class:`FoldData`."""
+
+    def on_epoch_start(self, epoch: int, stage: Stage, data) -> None:
+        """Called by the trainer before each training epoch (after a resume too)."""
+
+    def optimizer_settings(self, stage: Stage) -> dict[str, Any]:
+        """Param-group settings the trainer applies at each epoch of ``stage`` (e.g. MMIN's
+        Adam β1 differs between its two stages); default: none."""
+        return {}
+
+    def configure_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """Adam over all parameters (the reference methods' choice)."""
+        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+    # --- extras a run folder can be asked for after training; defaults: none ----------------
+    @classmethod
+    def hardness_plan(cls, cell: Path):
+        """The per-sample hardness a finished cell stored (an object with ``ids``,
+        ``available``, ``h_dir``, ``h_ind``, ``h``, their ``*_raw`` forms, ``k_prime`` and
+        ``supports``), or None. Only methods with ``records_hardness`` store one."""
+        return None
+
+    @classmethod
+    def predict_extras(cls, config, *, fold_dir: Path, dataset, inputs, reference,
+                       train_ids, device) -> "PredictExtras":
+        """What ``predict`` adds for this method (see :class:`PredictExtras`).
+
+        ``fold_dir`` is the fold's preparation folder (:meth:`prepare_fold`'s ``workdir``),
+        ``dataset`` the run's raw data, ``inputs`` what the models read before
+        :meth:`test_time_dataset`, ``reference`` what they read after it.
+        """
+        return PredictExtras()
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A one-word variant of a method: config overrides, and the name of the row the papers
+    report for it (``published``, e.g. ``"w/o h_dir"``; None when they report none)."""
+
+    overrides: tuple[str, ...]
+    published: str | None = None
+
+
+class PredictExtras:
+    """What a method adds to a prediction besides its model's output; the default adds
+    nothing. ``cell`` is the folder of the (fold, condition) model that answers."""
+
+    def neighbour_data(self, reference):
+        """The training data whose rows are searched for a new utterance's neighbours."""
+        return reference
+
+    def features(self, features: dict, available) -> dict:
+        """New utterances' features (n, d_m) as the models read them (e.g. fine-tuned)."""
+        return features
+
+    def neighbour_hardness(self, cell: Path, ids):
+        """Hardness (Q, k) of neighbour ids (Q, k) as training scored them, NaN where
+        unknown; None when the method records none."""
+        return None
+
+    def own_hardness(self, cell: Path, queries, rows):
+        """A new utterance's own hardness terms, ``{"h_ind": (len(rows),)}``, or None."""
+        return None
+
+
+def task_loss(pred: torch.Tensor, batch: Batch, task: str,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked CE (classes) or MSE (regression), mean over valid utterances.
+
+    Parameters
+    ----------
+    pred : Tensor (B, S, C)
+    mask : BoolTensor (B, S), optional
+        Utterances that count; defaults to ``batch.utt_mask``.
+    """
+    mask = batch.utt_mask if mask is None else mask
+    n = mask.sum().clamp(min=1)
+    per = per_utterance_loss(pred.flatten(0, 1), batch.labels.flatten(), task)
+    return (per * mask.flatten().to(per.dtype)).sum() / n
+
+
+def per_utterance_loss(pred: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Unreduced CE (classes) or squared error (regression): pred (N, C), labels (N,) -> (N,)."""
+    if task == "classification":
+        return F.cross_entropy(pred, labels, reduction="none")
+    return (pred[..., 0] - labels.float()).pow(2)
