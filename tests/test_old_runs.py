@@ -83,3 +83,12 @@ def test_a_cell_read_back_keeps_its_row(old):
     assert invoke(*args).exit_code == 0
     again = Run(folder).store.frame().set_index("condition")["finished_at"]
     assert first.to_dict() == again.to_dict()
+
+
+def test_old_sweep_reports_with_its_hardness(old, tmp_path, monkeypatch):
+    monkeypatch.chdir(old)            # its store records run folders relative to here
+    res = invoke("report", "old_sweep", "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    table = (tmp_path / "r" / "table.md").read_text()
+    assert "| momke |" in table and "| hardymer |" in table
+    assert (tmp_path / "r" / "hardness" / "hardymer" / "hardness.csv").is_file()
