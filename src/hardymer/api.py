@@ -23,6 +23,7 @@ from .protocol.conditions import Condition, all_fixed_conditions, parse_conditio
 from .reports.sweep import write_sweep_report
 from .runs.config import RunConfig, load_run_config
 from .runs.experiment import run_experiment
+from .runs.layout import source_id
 from .runs.store import ResultsStore
 from .runs.sweep import SweepSpec, Variant, run_sweep
 
@@ -74,22 +75,21 @@ def run_config(method: str, family: str, overrides: Sequence[str] = (),
     return load_run_config(method, family, extra, str(config_file) if config_file else None)
 
 
-def conditions_of(text: str | Sequence[str], modalities: Sequence[str]) -> list[Condition]:
-    """``"a,at"``, ``["a", "random:0.3"]`` or ``"all"`` (the seven fixed conditions)."""
+def conditions_of(text: str | Sequence[str | Condition], modalities: Sequence[str]
+                  ) -> list[Condition]:
+    """``"a,at"``, ``["a", "random:0.3"]`` or ``"all"`` (the seven fixed conditions);
+    Condition objects pass through."""
     parts = text.split(",") if isinstance(text, str) else list(text)
-    if [p.strip() for p in parts] in (["all"], ["every"], ["*"]):
+    if [str(p).strip() for p in parts] in (["all"], ["every"], ["*"]):
         return all_fixed_conditions(tuple(modalities))
-    return [parse_condition(p, tuple(modalities)) for p in parts]
-
-
-def source_id(data: str) -> str:
-    """How a run records its data: ``synth:…`` as given, a folder as its absolute path."""
-    return data if str(data).startswith("synth:") else str(Path(data).resolve())
+    return [p if isinstance(p, Condition) else parse_condition(p, tuple(modalities))
+            for p in parts]
 
 
 def train(data: str | MERDataset, method: str = "momke",
-          conditions: str | Sequence[str] = "atv", *, folds: Sequence[int] | None = None,
-          out: str | Path | None = None, config: RunConfig | None = None,
+          conditions: str | Sequence[str | Condition] = "atv", *,
+          folds: Sequence[int] | None = None, out: str | Path | None = None,
+          config: RunConfig | None = None,
           overrides: Sequence[str] = (), protocol: str | None = None,
           data_source: str | None = None, trust_pickle: bool = False,
           progress: bool = True) -> list[dict]:
@@ -124,4 +124,4 @@ def report(sweep_dir: str | Path, out: str | Path) -> dict:
 
 
 __all__ = ["extract", "load", "train", "sweep", "report", "run_config", "conditions_of",
-           "SweepSpec", "Variant"]
+           "source_id", "SweepSpec", "Variant"]

@@ -40,12 +40,10 @@ def _open(source: str, trust_pickle: bool = False):
 
 
 def _conditions(text: str, dataset):
+    from .. import api
     from ..data.validate import DataError
-    from ..protocol.conditions import all_fixed_conditions, parse_condition
-    if text.strip() in ("all", "every", "*"):
-        return all_fixed_conditions(dataset.modalities)
     try:
-        return [parse_condition(part, dataset.modalities) for part in text.split(",")]
+        return api.conditions_of(text, dataset.modalities)
     except DataError as err:
         _fail(str(err))
 
@@ -209,7 +207,7 @@ def train(
                f"conditions {', '.join(c.name for c in conds)}, out {out}")
     t0 = time.perf_counter()
     try:
-        records = api.train(ds, method, [c.name for c in conds], folds=fold_ids, out=out,
+        records = api.train(ds, method, conds, folds=fold_ids, out=out,
                             config=cfg, data_source=api.source_id(data), progress=progress)
     except ValueError as err:
         _fail(str(err))

@@ -155,7 +155,7 @@ class Predictor:
 
     def _model(self, condition: str):
         if condition not in self._models:
-            stem = self._run.checkpoint(self.fold.index, self._condition(condition))
+            stem = self._run.checkpoint(self.fold.index, condition)
             if not checkpoint_exists(stem):
                 raise PredictError(f"{stem}.safetensors missing: fold {self.fold.index} under "
                                    f"{condition} has not finished (re-run the train command)")
@@ -234,7 +234,6 @@ class Predictor:
             features = self.scaler.transform(features, available, self.modalities)
         raw_features = features
         features = self._test_time_features(features, available)
-
         table = pd.DataFrame({"utterance_id": [str(u) for u in utterance_ids],
                               "sequence_id": [str(s) for s in sequence_ids],
                               "speaker": [str(s) for s in speakers] if speakers else [""] * n})
@@ -285,9 +284,6 @@ class Predictor:
             if status:
                 results[i]["extraction"] = status[i]
         return results
-
-    def _condition(self, name: str):
-        return parse_condition(name, self.modalities)
 
     def _test_time_features(self, features, available):
         """New rows as the models read them (the method's extras; HARDY-MER: fine-tuned)."""

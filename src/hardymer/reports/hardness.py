@@ -2,10 +2,10 @@
 
 For runs of a method that records hardness (``records_hardness``: HARDY-MER),
 :func:`inspect_run` reads what each cell stored (the method's ``hardness_plan``: HARDY-MER's
-curriculum plans) and writes, per training utterance and condition, ``h_dir``, ``h_ind``, ``h``, ``k_prime``,
-the support ids, distances and labels (and the ``planted_*`` ground truth when the data is
-generated), a summary per condition (label agreement of the supports, Spearman correlation of
-hardness with planted hardness) and plots.
+curriculum plans) and writes, per training utterance and condition, ``h_dir``, ``h_ind``,
+``h``, ``k_prime``, the support ids, distances and labels (and the ``planted_*`` ground truth
+when the data is generated), a summary per condition (label agreement of the supports, Spearman
+correlation of hardness with planted hardness) and plots.
 
 Planted hardness *under a condition* (``planted_effective``): a direct-hard sample is hard
 when its key modality is missing (``planted_dir_eff``); an indirect-hard sample when its

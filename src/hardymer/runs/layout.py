@@ -70,6 +70,12 @@ def data_fingerprint(dataset: MERDataset) -> str:
     return h.hexdigest()
 
 
+def source_id(data: str) -> str:
+    """How a run records its data: ``synth:…`` as given, a folder as its absolute path (run
+    folders must not depend on the working directory)."""
+    return data if str(data).startswith("synth:") else str(Path(data).resolve())
+
+
 def dataset_meta(dataset: MERDataset) -> dict:
     """The data set's columns of a results row."""
     return {"dataset": dataset.name, "task": dataset.task, "family": dataset.family,
@@ -212,8 +218,9 @@ class Run:
                             config=self.meta["config"], meta=meta,
                             versions=self.meta.get("versions", {}), run_dir=str(self.path))
                 for r in legacy + list(records)]
-        self.store.add_many(rows[:len(legacy)], replace=False)
-        self.store.add_many(rows[len(legacy):], replace=replace)
+        store = self.store
+        store.add_many(rows[:len(legacy)], replace=False)
+        store.add_many(rows[len(legacy):], replace=replace)
         if legacy:
             (self.path / "results.jsonl").unlink(missing_ok=True)
 

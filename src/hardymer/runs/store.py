@@ -2,10 +2,10 @@
 
 A *cell* is one (variant, data set, condition, fold, seed). A run folder has one store
 (``RUN/results.sqlite``; variant = its method), a sweep one over all its runs. A row holds
-everything needed to trust and reproduce the number: the variant's method and full config, the selection protocol,
-the metrics of the selected model on validation and test, timings, and library versions.
-SQLite makes each insert atomic (a row is there whole or not at all) and the file queryable
-with any SQLite tool::
+everything needed to trust and reproduce the number: the variant's method and full config, the
+selection protocol, the metrics of the selected model on validation and test, timings, and
+library versions. SQLite makes each insert atomic (a row is there whole or not at all) and the
+file queryable with any SQLite tool::
 
     sqlite3 SWEEP/results.sqlite "select variant, condition, avg(test_WA) from cells group by 1, 2"
 

@@ -36,7 +36,7 @@ from ..protocol.conditions import all_fixed_conditions, parse_condition
 from ..protocol.splits import make_folds
 from .config import load_run_config
 from .experiment import run_experiment
-from .layout import Run, dataset_meta, versions
+from .layout import Run, dataset_meta, source_id, versions
 from .store import ResultsStore, results_row
 
 TEXT_HINT = ("methods as NAME or NAME:ABLATION (hardymer:no-h-dir), e.g. "
@@ -116,8 +116,7 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
     spec = SweepSpec(methods=methods, **raw)
     if not spec.data:
         raise ValueError("no data: give --data or `data:` in the config file")
-    if not spec.data.startswith("synth:"):  # run folders must not depend on the cwd
-        spec.data = str(Path(spec.data).resolve())
+    spec.data = source_id(spec.data)
     if not spec.methods:
         raise ValueError("no methods: " + TEXT_HINT)
     names = [v.name for v in spec.methods]

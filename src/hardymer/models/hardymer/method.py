@@ -2,7 +2,8 @@
 
 Per fold (``prepare_fold``, cached and shared by every condition):
   1. fine-tune each modality's features on the fold's training split (``finetune``);
-  2. train the teacher (MoMKE + decoders + InfoNCE critic) with random masks (``teacher``, ``estimate``);
+  2. train the teacher (MoMKE + decoders + InfoNCE critic) with random masks (``teacher``,
+     ``estimate``);
   3. build the FAISS feature database over the complete training samples (``retrieval/``).
 Per (fold, condition), before the conditioned stage (``on_epoch_start``):
   4. hardness ``h`` of every training sample and its ranked candidates -> a

@@ -36,6 +36,12 @@ class HardyPredictExtras(PredictExtras):
         self.train_ids, self.device = train_ids, device
         self._finetuners = None
         self._teacher = None
+        self._plans: dict[Path, object] = {}   # cell -> its first plan (read once)
+
+    def _plan(self, cell: Path):
+        if cell not in self._plans:
+            self._plans[cell] = first_plan(cell)
+        return self._plans[cell]
 
     def neighbour_data(self, reference: MERDataset) -> MERDataset:
         if self.cfg.finetune and self.cfg.finetune_crossfit > 1:
@@ -66,7 +72,7 @@ class HardyPredictExtras(PredictExtras):
 
     def neighbour_hardness(self, cell: Path, ids):
         """Per-neighbour curriculum hardness h (Q, k), NaN where unknown; None if no plan."""
-        plan = first_plan(cell)
+        plan = self._plan(Path(cell))
         if plan is None:
             return None
         lookup = np.full(self.dataset.n_utterances, np.nan)
@@ -83,7 +89,7 @@ class HardyPredictExtras(PredictExtras):
         if not (cfg.needs_teacher and cfg.use_h_ind):
             return None
         folder = (self.fold_dir if cfg.teacher_mask == "random" else Path(cell)) / "teacher"
-        plan = first_plan(cell)
+        plan = self._plan(Path(cell))
         if plan is None or not checkpoint_exists(folder / "last"):
             return None
         if self._teacher is None or self._teacher[0] != folder:
