@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,6 +9,9 @@ import torch
 from hardymer.data.dataset import MERDataset
 
 torch.set_num_threads(2)
+# Data digests are cached per user (data/fingerprint.py): tests (and the CLI processes they
+# start, which inherit this) use a folder of their own, not ~/.cache.
+os.environ.setdefault("HARDYMER_CACHE", tempfile.mkdtemp(prefix="hardymer-cache-"))
 
 
 def make_toy(n_seq=30, dims=(6, 10, 6), strength=(1.0, 1.5, 0.5), seed=0, task="classification",

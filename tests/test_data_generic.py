@@ -9,7 +9,7 @@ from hardymer.data import open_data
 from hardymer.data.dataset import MERDataset
 from hardymer.data.generic import read_generic, write_generic
 from hardymer.data.io import load_dataset
-from hardymer.data.validate import DataError
+from hardymer.data.validate import DataError, DataWarning
 
 
 def tiny(task="classification", seed=0):
@@ -112,20 +112,26 @@ def test_position_defaults_to_row_order(tmp_path):
 
 
 def test_unavailable_rows_may_hold_anything(tmp_path):
-    _write_minimal(tmp_path / "m", "utterance_id,label\nu1,0\nu2,1\n")
+    _write_minimal(tmp_path / "m", "utterance_id,label\nu1,0\nu2,1\n", dims={"a": 3, "b": 2})
     feats = np.array([[np.nan, np.inf, 1.0], [1.0, 2.0, 3.0]], dtype=np.float32)
     np.save(tmp_path / "m" / "features" / "a.npy", feats)
-    np.save(tmp_path / "m" / "available.npy", np.array([[False], [True]]))
+    np.save(tmp_path / "m" / "available.npy", np.array([[False, True], [True, True]]))
     for mmap in (False, True):
         ds = read_generic(tmp_path / "m", mmap=mmap)
         np.testing.assert_array_equal(ds.features["a"], [[0, 0, 0], [1, 2, 3]])
 
 
-def test_utterance_without_any_modality_is_allowed(tmp_path):
+def test_utterance_without_any_modality_is_left_out_with_a_warning(tmp_path):
     ds = tiny()
     ds.available[2] = False
     ds.features["audio"][2] = ds.features["text"][2] = 0
-    assert_same(ds, read_generic(write_generic(ds, tmp_path / "set")))
+    with pytest.warns(DataWarning, match=r"1 utterance\(s\) have no available modality "
+                                         r"\(first: 00102\)"):
+        got = read_generic(write_generic(ds, tmp_path / "set"))
+    assert got.n_utterances == ds.n_utterances - 1 and "00102" not in set(got.utterances[
+        "utterance_id"])
+    assert got.meta["dropped_no_modality"] == 1
+    assert_same(ds.select_utterances(ds.available.any(1)), got)
 
 
 def test_parquet_needs_pyarrow(tmp_path):

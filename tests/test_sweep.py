@@ -88,7 +88,7 @@ def test_report_numbers_are_the_stores(finished, tmp_path):
     assert paired["mean A − B"] == pytest.approx(100 * np.mean(a.values - b.values), abs=0.006)
     assert paired["pairs"] == 2
     md = (tmp_path / "report" / "table.md").read_text()
-    for must in ("Selection: val", "Seeds: 0, 1", "Folds: 0", "hardymer 0.", "synth:tiny"):
+    for must in ("Selection: val", "Seeds: 0, 1", "Folds (session): 0", "hardymer 0.", "synth:tiny"):
         assert must in md
     assert "\\textbf" in (tmp_path / "report" / "table.tex").read_text()
     assert (tmp_path / "report" / "missing_rate.png").stat().st_size > 0
@@ -102,7 +102,7 @@ def test_grid_clash_and_bad_input(finished, tmp_path):
         run_sweep(tiny_spec(set=SETS + ["momke:model.router=false"]), out, progress=False)
     with pytest.raises(ValueError, match="only hardymer takes an ablation"):
         tiny_spec(methods=["momke:no-h"])
-    with pytest.raises(ValueError, match="no method named 'mmin'"):
+    with pytest.raises(ValueError, match="no method or variant named 'mmin'"):
         tiny_spec(set=["mmin:train.epochs=[1,1]"])
     with pytest.raises(ReportError, match="hardymer sweep"):
         write_sweep_report(tmp_path, tmp_path / "r")

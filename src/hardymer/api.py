@@ -111,16 +111,18 @@ def train(data: str | MERDataset, method: str = "momke",
 
 
 def sweep(spec: SweepSpec, out: str | Path, workers: int = 1,
-          progress: bool = True) -> ResultsStore:
+          progress: bool = True, on_plan=None) -> ResultsStore:
     """Run every unfinished cell of a grid (:class:`SweepSpec`, or
-    :func:`hardymer.runs.sweep.load_spec` for a YAML file) into ``out``."""
-    return run_sweep(spec, Path(out), workers=workers, progress=progress)
+    :func:`hardymer.runs.sweep.load_spec` for a YAML file) into ``out``; ``on_plan`` (e.g.
+    ``print``) hears each variant's fold scheme and schedule before training starts."""
+    return run_sweep(spec, Path(out), workers=workers, progress=progress, on_plan=on_plan)
 
 
-def report(sweep_dir: str | Path, out: str | Path) -> dict:
+def report(sweep_dir: str | Path, out: str | Path, trust_pickle: bool = False) -> dict:
     """The papers'-layout tables, published figures, paired statistics, plots and hardness
-    of a sweep folder, into ``out``; returns ``{"text", "paths", "summary"}``."""
-    return write_sweep_report(Path(sweep_dir), Path(out))
+    of a sweep folder, into ``out``; returns ``{"text", "paths", "summary"}``.
+    ``trust_pickle`` lets the hardness section reopen reference-layout data."""
+    return write_sweep_report(Path(sweep_dir), Path(out), trust_pickle=trust_pickle)
 
 
 __all__ = ["extract", "load", "train", "sweep", "report", "run_config", "conditions_of",

@@ -107,3 +107,38 @@ def swap_into_place(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_lock(folder: Path, notify=None) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` for the block: one writer per folder.
+
+    A second holder waits until the first is done; ``notify`` (a callable taking a message,
+    default: print to stderr) hears who holds it while it waits. The lock is the kernel's
+    (``fcntl.flock``), so a killed holder releases it at once; the file keeps the holder's
+    pid, host and command for that message. Creates ``folder`` if needed.
+    """
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(errors="replace").strip() or "another process"
+            (notify or (lambda m: print(m, file=sys.stderr, flush=True)))(
+                f"waiting for {folder}: in use by {holder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                       f"{' '.join(sys.argv) or 'python'}\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -31,12 +31,43 @@ def _fail(message: str) -> None:
 
 
 def _open(source: str, trust_pickle: bool = False):
+    import warnings
+
     from ..data import open_data
-    from ..data.validate import DataError
+    from ..data.validate import DataError, DataWarning
     try:
-        return open_data(source, allow_pickle=trust_pickle)
+        with warnings.catch_warnings(record=True) as heard:
+            warnings.simplefilter("always", DataWarning)
+            ds = open_data(source, allow_pickle=trust_pickle)
     except (DataError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
+    for w in heard:  # what loading left out, as a line rather than a Python warning
+        if issubclass(w.category, DataWarning):
+            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return ds
+
+
+FOLDS_SCHEME_HELP = ("How folds are made: auto (default: session when every utterance has "
+                     "one, else split when every utterance has one, else stratified 5-fold), "
+                     "session (leave one session out), split (the split column) or kfold.")
+
+
+def _fold_ids(text: str) -> list[int] | None:
+    """``--folds``: 'all' or comma-separated fold ids."""
+    if text.strip() == "all":
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        _fail(f"--folds {text!r}: expected 'all' or comma-separated fold ids such as 0,1,2")
+
+
+def _check_out(out: Path, what: str) -> None:
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; expected a {what} folder (a new path, or one made by "
+              f"`hardymer {what}` to resume)")
 
 
 def _conditions(text: str, dataset):
@@ -133,12 +164,20 @@ def convert(
 
 @app.command()
 def info(data: str = typer.Argument(..., help=DATA_HELP),
-         trust_pickle: bool = typer.Option(False, "--trust-pickle")) -> None:
+         trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+         folds_scheme: str = typer.Option("auto", "--folds-scheme", help=FOLDS_SCHEME_HELP)
+         ) -> None:
     """Describe a data set: sizes, dims, missingness, folds."""
+    from ..data.validate import DataError
     from ..protocol.splits import make_folds
     ds = _open(data, trust_pickle)
     typer.echo(ds.summary())
-    for f in make_folds(ds):
+    try:
+        folds = make_folds(ds, scheme=folds_scheme)
+    except (DataError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"folds ({folds[0].scheme}):")
+    for f in folds:
         typer.echo(f"  fold {f.index}: {f.name}: train {len(f.train)} / val {len(f.val)} / "
                    f"test {len(f.test)} sequences")
 
@@ -158,12 +197,17 @@ def train(
     protocol: str = typer.Option("val", "--protocol", help="Model selection: 'val' (best "
                                  "validation epoch, default) or 'paper' (best epoch on the "
                                  "test split, the MoMKE/HARDY-MER papers' rule)."),
+    folds_scheme: Optional[str] = typer.Option(None, "--folds-scheme", help=FOLDS_SCHEME_HELP
+                                               + " Same as --set train.folds_scheme=…"),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumable: re-run the "
-                             "same command to continue)."),
+                             "same command to continue; one command at a time: a second "
+                             "waits)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with model:/train: "
                                           "sections, merged over the method's preset."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set train.epochs=[10,10]"
-                                   " --set model.router=false (repeatable)."),
+                                   " --set model.router=false (repeatable); --set "
+                                   "budget.scale=0.1 shortens every stage, hidden ones too "
+                                   "(a smoke test)."),
     seed: Optional[int] = typer.Option(None, help="Training seed (default: the preset's)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow reading a reference"
                                       " label pickle (runs code: trusted files only)."),
@@ -193,18 +237,27 @@ def train(
       hardymer train --data synth:demo --method hardymer --ablation no-h-dir --out runs/h1
     """
     from .. import api
+    from ..protocol.splits import make_folds
+    from ..runs.experiment import check_run, schedule_text
+    fold_ids = [fold] if fold is not None else _fold_ids(folds)
+    _check_out(out, "train")
     ds = _open(data, trust_pickle)
+    overrides = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else [])
     try:
-        cfg = api.run_config(method, ds.family, list(set_), config, protocol=protocol,
+        cfg = api.run_config(method, ds.family, overrides, config, protocol=protocol,
                              seed=seed, ablations=ablation,
                              switches=["reference-compat"] if reference_compat else [])
+        check_run(cfg, ds, out)
+        all_folds = make_folds(ds, val_fraction=cfg.train.val_fraction,
+                               seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
     except (KeyError, ValueError) as err:
         _fail(str(err))
     conds = _conditions(condition, ds)
-    fold_ids = [fold] if fold is not None else (
-        None if folds == "all" else [int(x) for x in folds.split(",")])
-    typer.echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, "
-               f"conditions {', '.join(c.name for c in conds)}, out {out}")
+    typer.echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, folds "
+               f"{all_folds[0].scheme} ({', '.join(f.name for f in all_folds)}), conditions "
+               f"{', '.join(c.name for c in conds)}, out {out}")
+    n_folds = len(all_folds) if fold_ids is None else len(fold_ids)
+    typer.echo(schedule_text(cfg, ds, n_folds, len(conds)))
     t0 = time.perf_counter()
     try:
         records = api.train(ds, method, conds, folds=fold_ids, out=out,
@@ -216,13 +269,15 @@ def train(
 
 
 def _report(out: Path, records, task: str, title: str) -> None:
+    from ..reports.sweep import data_notes, fold_schemes
     from ..reports.tables import to_markdown, write_report
     from ..runs.layout import Run
     run = Run(out)
     all_records = run.records()
     protocol = ", ".join(sorted({r["protocol"] for r in all_records}))
-    header = (f"Selection protocol: {protocol}. Folds: "
-              f"{', '.join(str(f) for f in sorted({r['fold'] for r in all_records}))}. "
+    header = (f"Selection protocol: {protocol}. Folds{fold_schemes(all_records)}: "
+              f"{', '.join(str(f) for f in sorted({r['fold'] for r in all_records}))}"
+              f"{data_notes(all_records)}. "
               f"Seed(s): {', '.join(str(s) for s in sorted({r['seed'] for r in all_records}))}. "
               "Cells: test-split mean ± std over folds "
               + ("(percent).\n" if task == "classification"
@@ -307,13 +362,18 @@ def sweep(
                                         "comma-separated list of fold ids."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="'val' [default] or "
                                            "'paper' (best test epoch, the papers' rule)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (resumable)."),
+    folds_scheme: Optional[str] = typer.Option(None, "--folds-scheme", help=FOLDS_SCHEME_HELP
+                                               + " Same as --set train.folds_scheme=…"),
+    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (resumable; one sweep "
+                             "command at a time: a second waits)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML grid: data, methods "
                                           "(names or {name, method, set}), conditions, seeds, "
                                           "folds, protocol, set; command-line values win."),
     set_: list[str] = typer.Option([], "--set", help="Override for every method, e.g. --set "
-                                   "train.lr=1e-3, or for one: --set "
-                                   "zero-fill:train.epochs=[10] (repeatable)."),
+                                   "train.lr=1e-3; for one: --set zero-fill:train.epochs=[10]; "
+                                   "a base method's name reaches all its variants (--set "
+                                   "hardymer:model.k=5 sets hardymer:no-h too); --set "
+                                   "budget.scale=0.1 shortens every stage (repeatable)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (each gets "
                                 "cores/workers torch threads)."),
     report: bool = typer.Option(True, help="Write the report into OUT/report when done."),
@@ -337,34 +397,39 @@ def sweep(
     """
     from .. import api
     from ..runs.sweep import load_spec
+    _check_out(out, "sweep")
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers such as 0,1,2")
+    sets = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else [])
     try:
         spec = load_spec(config, data=data,
                          methods=methods.split(",") if methods else None,
                          conditions=conditions.split(",") if conditions else None,
-                         seeds=[int(x) for x in seeds.split(",")] if seeds else None,
-                         folds=folds, protocol=protocol, set=list(set_) or None,
-                         trust_pickle=trust_pickle or None)
+                         seeds=seed_list, folds=folds, protocol=protocol, set=sets or None)
     except (ValueError, OSError) as err:
         _fail(str(err))
+    spec.trust_pickle = trust_pickle  # only the command line may allow a pickle
     typer.echo(f"sweep: {', '.join(v.name for v in spec.methods)} × "
                f"{', '.join(spec.conditions)} × folds {spec.folds} × seeds "
                f"{', '.join(map(str, spec.seeds))} on {spec.data} -> {out}")
     t0 = time.perf_counter()
     try:
-        store = api.sweep(spec, out, workers=workers, progress=progress)
+        store = api.sweep(spec, out, workers=workers, progress=progress, on_plan=typer.echo)
     except (ValueError, KeyError) as err:
-        _fail(str(err))
+        _fail(err.args[0] if isinstance(err, KeyError) else str(err))
     typer.echo(f"{len(store)} cells in {out / 'results.sqlite'} "
                f"({time.perf_counter() - t0:.0f} s)")
     if report:
-        _write_report(out, out / "report")
+        _write_report(out, out / "report", trust_pickle)
 
 
-def _write_report(sweep_dir: Path, out: Path) -> dict:
+def _write_report(sweep_dir: Path, out: Path, trust_pickle: bool = False) -> dict:
     from .. import api
     from ..reports.sweep import ReportError
     try:
-        res = api.report(sweep_dir, out)
+        res = api.report(sweep_dir, out, trust_pickle=trust_pickle)
     except ReportError as err:
         _fail(str(err))
     typer.echo("\n" + res["text"])
@@ -376,13 +441,15 @@ def _write_report(sweep_dir: Path, out: Path) -> dict:
 def report_cmd(
     sweep_dir: Path = typer.Argument(..., help="A folder made by `hardymer sweep`."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the hardness "
+                                      "section reopen reference-layout data (a label pickle)."),
 ) -> None:
     """Tables in the papers' layout (Markdown, CSV, LaTeX), ours beside the published figures,
     paired statistics between methods, and plots — from a sweep's results store.
 
     Example: hardymer report sweeps/s1 --out sweeps/s1/report
     """
-    _write_report(sweep_dir, out)
+    _write_report(sweep_dir, out, trust_pickle)
 
 
 @app.command()
@@ -401,9 +468,10 @@ def quickstart(
     Generates an IEMOCAP-shaped data set with planted hardness (no download), writes it in
     the generic format under OUT/data-PRESET, runs a sweep of each method on one fold under
     all seven conditions with validation selection (results store OUT/results.sqlite, run
-    folders under OUT/runs), and writes the report under OUT/report: the per-condition WA/UA table in the
-    papers' layout (Markdown, CSV, LaTeX), paired differences between the methods, ours beside
-    the published figures, a plot, and HARDY-MER's hardness tables and plots. Resumable.
+    folders under OUT/runs), and writes the report under OUT/report: the per-condition WA/UA
+    table in the papers' layout (Markdown, CSV, LaTeX), paired differences between the
+    methods, ours beside the published figures, a plot, and HARDY-MER's hardness tables and
+    plots. Resumable.
     """
     from .. import api
     from ..data.generic import write_generic

@@ -127,6 +127,16 @@ class MERDataset:
         return (f"{self.name}: {self.task}, {self.n_utterances} utterances in "
                 f"{len(self._sequences)} sequences, dims ({dims}), missing in data ({miss})")
 
+    def select_utterances(self, keep: np.ndarray) -> "MERDataset":
+        """The data set restricted to the utterances where ``keep`` (bool, (n_utterances,))
+        is True, in the same order; sequences left without utterances disappear."""
+        idx = np.flatnonzero(keep)
+        return replace(self, features={m: np.asarray(self.features[m][idx])
+                                       for m in self.modalities},
+                       available=self.available[idx], labels=self.labels[idx],
+                       utterances=self.utterances.iloc[idx].reset_index(drop=True),
+                       meta=dict(self.meta))
+
     def subset_features(self, modalities: Sequence[str]) -> "MERDataset":
         """A view with only some modalities (same utterances)."""
         idx = [self.modalities.index(m) for m in modalities]

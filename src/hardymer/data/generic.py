@@ -34,7 +34,7 @@ import pandas as pd
 from ..fileio import atomic_folder
 from .dataset import MERDataset
 from .validate import (DataError, check_labels, check_mask, check_matrix, check_unique, load_json,
-                       load_npy, load_table)
+                       load_npy, load_table, without_empty_utterances)
 
 FORMAT = "hardymer-generic"
 VERSION = 1
@@ -166,11 +166,18 @@ def read_generic(path: str | Path, mmap: bool = False) -> MERDataset:
     n_classes = len(class_names) if class_names else None
     labels = check_labels(labels_raw, header["task"], n_classes, table_file, "label", ids)
     _check_sequences(path / "sequences.csv", table)
-    return MERDataset(
+    ds = MERDataset(
         name=str(header.get("name") or path.name), task=header["task"], modalities=modalities,
         features=features, available=available, labels=labels, utterances=table,
         class_names=tuple(class_names) if class_names else None,
         meta=dict(header.get("meta") or {}))
+    ds = without_empty_utterances(ds, table_file)
+    # What the data were read from, for data/fingerprint.py (an attribute, not a field:
+    # a data set derived with dataclasses.replace does not inherit it).
+    parts = ["dataset.json", table_file.name, "sequences.csv", "available.npy"] + \
+        [f"features/{m}.npy" for m in modalities]
+    ds.source_files = {p: path / p for p in parts if (path / p).is_file()}
+    return ds
 
 
 def _read_header(file: Path) -> dict:

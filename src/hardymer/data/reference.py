@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from .dataset import MERDataset
 from .generic import write_generic
-from .validate import DataError, check_finite, check_labels, check_unique, load_npy
+from .validate import (DataError, check_finite, check_labels, check_unique, load_npy,
+                       without_empty_utterances)
 
 MODALITIES = ("a", "t", "v")
 FEATURE_DIRS = {"a": "wav2vec-large-c-UTT", "t": "deberta-large-4-UTT", "v": "manet_UTT"}
@@ -358,11 +359,11 @@ def read_reference(root: str | Path, kind: str = "auto", allow_pickle: bool = Fa
     base = label_file.parent
     dirs = {m: _feature_dir(base, m, feature_dirs) for m in MODALITIES}
     features, available = _read_features(table, dirs, spec, missing_ok, progress)
-    return MERDataset(
+    return without_empty_utterances(MERDataset(
         name=kind, task=task, modalities=MODALITIES, features=features, available=available,
         labels=labels, utterances=table, class_names=spec.class_names,
         meta={"family": spec.family, "kind": kind, "source": str(label_file),
-              "feature_dirs": {m: str(d) for m, d in dirs.items()}})
+              "feature_dirs": {m: str(d) for m, d in dirs.items()}}), label_file)
 
 
 def convert(src_root: str | Path, out_path: str | Path, kind: str = "auto",

@@ -5,10 +5,15 @@ Errors name the file, the field, what was expected and what arrived.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+class DataWarning(UserWarning):
+    """Data that load, but not all of it: what was left out and why."""
 
 
 class DataError(ValueError):
@@ -86,9 +91,14 @@ def check_labels(labels: np.ndarray, task: str, n_classes: int | None, file, fie
     """Class ids in [0, n_classes) or finite floats; returns the typed array."""
     if task == "classification":
         vals = np.asarray(labels, dtype=np.float64)
-        if not np.all(np.isfinite(vals)) or not np.all(vals == np.round(vals)):
-            raise DataError("expected integer class ids for a classification task",
-                            file=file, field=field)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(vals) | (vals != np.round(vals))
+        if bad.any():
+            row = int(np.argmax(bad))
+            who = f"utterance {ids[row]!r} (row {row})" if ids is not None else f"row {row}"
+            raise DataError(f"label {np.asarray(labels)[row]!s} of {who} is not an integer "
+                            f"class id ({int(bad.sum())} such label(s)); expected integer class "
+                            "ids for a classification task", file=file, field=field)
         vals = vals.astype(np.int64)
         high = n_classes if n_classes is not None else np.iinfo(np.int64).max
         bad = (vals < 0) | (vals >= high)
@@ -178,3 +188,24 @@ def _load_parquet(path: Path, string_columns: tuple[str, ...], field: str | None
         if c in table:
             table[c] = table[c].fillna("").astype(str)
     return table
+
+
+def without_empty_utterances(dataset, file: str | Path):
+    """``dataset`` without utterances that have no available modality, with a DataWarning
+    naming how many and the first ids; the count goes to ``meta["dropped_no_modality"]``
+    (added to any count the file already records) and from there into every table header.
+
+    Such rows carry no input at all: trained on, they teach the label prior; scored, they
+    are guesses that drag every condition's metrics down alike."""
+    empty = ~np.asarray(dataset.available).any(axis=1)
+    if not empty.any():
+        return dataset
+    ids = dataset.utterances["utterance_id"].to_numpy()[empty]
+    warnings.warn(DataWarning(
+        f"{file}: {int(empty.sum())} utterance(s) have no available modality (first: "
+        f"{', '.join(str(u) for u in ids[:5])}); left out of training and scoring"),
+        stacklevel=3)
+    out = dataset.select_utterances(~empty)
+    out.meta["dropped_no_modality"] = int(dataset.meta.get("dropped_no_modality", 0)) + \
+        int(empty.sum())
+    return out

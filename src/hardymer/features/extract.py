@@ -60,6 +60,11 @@ class ExtractionReport:
             lines.append(f"  {MODALITIES[m]:5s} ok {c['ok']}, absent {c['absent']}, "
                          f"error {c['error']}, not given {c['not given']} "
                          f"(extracted now: {self.extracted.get(m, 0)}{rate})")
+        if self.dataset is not None and not self.dataset.available.any(axis=1).all():
+            empty = ~self.dataset.available.any(axis=1)
+            ids = self.dataset.utterances["utterance_id"].to_numpy()[empty]
+            lines.append(f"{int(empty.sum())} utterance(s) have no modality at all (first: "
+                         f"{', '.join(map(str, ids[:5]))}): training and scoring leave them out")
         if len(self.errors):
             lines.append(f"{len(self.errors)} file(s) failed (their modality is marked "
                          "missing; fix them and re-run the same command to retry only those):")

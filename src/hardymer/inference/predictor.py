@@ -88,10 +88,10 @@ class Predictor:
             raise PredictError(f"cannot reopen the run's data {self.meta['data']!r}: {err}") \
                 from err
         ds = self.dataset
-        if not self._run.data_matches(ds):
-            raise PredictError(f"the data at {self.meta['data']!r} changed since {self.run} was "
-                               f"trained (then: {self.meta['dataset']}; now: {ds.summary()}); "
-                               "folds and neighbours would not line up. Re-train on the "
+        changes = self._run.data_changes(ds)
+        if changes:
+            raise PredictError(self._run.data_changed_message(changes, "trained")
+                               + "; folds and neighbours would not line up. Re-train on the "
                                "current data, or extract the changes into another folder.")
         prov = (ds.meta.get("extraction") or {}).get("extractors")
         if not prov:
@@ -108,7 +108,7 @@ class Predictor:
                                    f"data have {ds.dims[m]} for modality {m!r}")
             self.extractors[m] = ex
         folds = make_folds(ds, val_fraction=self.cfg.train.val_fraction,
-                           seed=self.cfg.train.split_seed)
+                           seed=self.cfg.train.split_seed, scheme=self.cfg.train.folds_scheme)
         fold = self._run.folds[0] if fold is None else fold
         if fold not in self._run.folds:
             raise PredictError(f"fold {fold} was not trained in {self.run}; trained folds: "

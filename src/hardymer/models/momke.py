@@ -95,6 +95,15 @@ class MoMKE(Method):
     Config = MoMKEConfig
     stage_names = ("unimodal", "mixing")
 
+    @classmethod
+    def check_config(cls, config) -> None:
+        super().check_config(config)
+        if config.attention not in ("sdpa", "loop"):
+            raise ValueError(f"model.attention={config.attention!r}; expected 'sdpa' or 'loop'")
+        if config.hidden % config.heads:
+            raise ValueError(f"model.hidden={config.hidden} is not a multiple of "
+                             f"model.heads={config.heads}")
+
     def __init__(self, config: MoMKEConfig, dims, n_outputs, task):
         super().__init__(config, dims, n_outputs, task)
         D, M = config.hidden, len(self.modalities)

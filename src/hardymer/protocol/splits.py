@@ -27,6 +27,7 @@ class Fold:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    scheme: str = ""     # session, split or kfold: how the folds were made (stored with results)
 
 
 def make_folds(dataset: MERDataset, n_folds: int = 5, val_fraction: float = 0.1,
@@ -39,30 +40,28 @@ def make_folds(dataset: MERDataset, n_folds: int = 5, val_fraction: float = 0.1,
         ``auto`` picks ``session`` when a session column exists, else ``split`` when the split
         column is filled, else ``kfold``.
     """
-    if scheme == "auto":
-        if "session" in dataset.utterances and dataset.utterances["session"].notna().all():
-            scheme = "session"
-        elif dataset.utterances["split"].fillna("").astype(str).str.len().gt(0).all():
-            scheme = "split"
-        else:
-            scheme = "kfold"
+    scheme = fold_scheme(dataset, scheme)
     n_seq = len(dataset.sequences)
     rng = np.random.default_rng([seed, 0xF01D])
     if scheme == "session":
         sess = dataset.sequence_column("session").astype(str)
+        if len(set(sess)) < 2:
+            raise DataError(f"leave-one-session-out needs at least two sessions; every "
+                            f"utterance is in session {sess[0]} — add sessions, or choose "
+                            "--folds-scheme kfold (or split)", field="session")
         folds = []
         for i, s in enumerate(sorted(set(sess), key=_natural)):
             test = np.nonzero(sess == s)[0]
             train, val = _carve(np.nonzero(sess != s)[0], val_fraction, rng)
-            folds.append(Fold(i, f"session {s}", train, val, test))
+            folds.append(Fold(i, f"session {s}", train, val, test, scheme))
         return folds
     if scheme == "split":
         split = dataset.sequence_column("split").astype(str)
         allowed = {"train", "val", "valid", "test"}
         odd = sorted(set(split) - allowed)
         if odd:
-            raise DataError(f"unknown split value(s) {odd}; expected train, val or test",
-                            field="split")
+            raise DataError(f"unknown value(s) {', '.join(odd)} in column split; expected "
+                            "train, val (or valid) or test on every row", field="split")
         train = np.nonzero(split == "train")[0]
         val = np.nonzero((split == "val") | (split == "valid"))[0]
         test = np.nonzero(split == "test")[0]
@@ -71,9 +70,7 @@ def make_folds(dataset: MERDataset, n_folds: int = 5, val_fraction: float = 0.1,
         if len(train) == 0 or len(test) == 0:
             raise DataError("the split column needs at least one train and one test sequence",
                             field="split")
-        return [Fold(0, "official split", train, val, test)]
-    if scheme != "kfold":
-        raise ValueError(f"unknown fold scheme {scheme!r}; expected auto, session, split or kfold")
+        return [Fold(0, "official split", train, val, test, scheme)]
     if n_seq < n_folds:
         raise DataError(f"{n_seq} sequences cannot make {n_folds} folds", field="sequence_id")
     folds = []
@@ -89,8 +86,44 @@ def make_folds(dataset: MERDataset, n_folds: int = 5, val_fraction: float = 0.1,
         parts = KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n_seq))
     for i, (tr, te) in enumerate(parts):
         train, val = _carve(tr, val_fraction, rng)
-        folds.append(Fold(i, f"fold {i + 1}/{n_folds}", train, val, np.sort(te)))
+        folds.append(Fold(i, f"fold {i + 1}/{n_folds}", train, val, np.sort(te), scheme))
     return folds
+
+
+SCHEMES = ("auto", "session", "split", "kfold")
+
+
+def fold_scheme(dataset: MERDataset, scheme: str = "auto") -> str:
+    """The fold scheme ``make_folds`` uses: ``scheme`` itself, checked against the data, or
+    for ``auto`` ``session`` when every row has a session, else ``split`` when every row has a
+    split, else ``kfold``. A column filled on some rows only is an error naming them: one
+    blank cell must not turn leave-one-session-out into k-fold."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown fold scheme {scheme!r}; expected {', '.join(SCHEMES)}")
+    filled = {c: _filled(dataset, c) for c in ("session", "split")}
+    for column, rows in filled.items():
+        if rows is not None and 0 < rows.sum() < len(rows) and scheme in ("auto", column):
+            blank = dataset.utterances["utterance_id"].to_numpy()[~rows]
+            first = ", ".join(str(u) for u in blank[:5])
+            raise DataError(
+                f"{len(blank)} of {len(rows)} utterances have no {column} (first: {first}); "
+                f"fill the column on every row, empty it on every row, or choose the folds "
+                f"with --folds-scheme (session, split or kfold)", field=column)
+    if scheme == "auto":
+        return next((c for c in ("session", "split")
+                     if filled[c] is not None and filled[c].all()), "kfold")
+    if scheme in filled and (filled[scheme] is None or not filled[scheme].any()):
+        raise DataError(f"--folds-scheme {scheme}: the data have no {scheme} column values; "
+                        "choose another scheme (kfold works for any data)", field=scheme)
+    return scheme
+
+
+def _filled(dataset: MERDataset, column: str) -> np.ndarray | None:
+    """Per utterance, whether ``column`` holds a value (None: no such column)."""
+    if column not in dataset.utterances:
+        return None
+    values = dataset.utterances[column]
+    return (values.notna() & values.astype(str).str.strip().ne("")).to_numpy()
 
 
 def _carve(train: np.ndarray, fraction: float, rng: np.random.Generator):

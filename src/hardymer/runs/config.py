@@ -8,6 +8,7 @@ overrides merge last.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any
@@ -49,45 +50,117 @@ def preset_files(method: str, family: str) -> list[str]:
     return [str(folder / n) for n in names if (folder / n).is_file()]
 
 
+SECTIONS = ("model", "train", "budget")
+
+
 def load_run_config(method: str, family: str = "iemocap", overrides: list[str] | None = None,
                     config_file: str | None = None) -> RunConfig:
     """Resolve a method's preset for a data-set family, then a user file, then overrides.
+
+    Every value is checked before anything runs: an unknown section or key is an error that
+    names the nearest valid one, and each value is checked for its range or choices
+    (:meth:`TrainConfig.check`, the method's ``check_config``). ``budget.scale=F`` (file or
+    override) multiplies every stage's epochs, the method's hidden ones included
+    (``budget_fields``: HARDY-MER's teacher and fine-tuning), after all other settings;
+    a stage keeps at least one epoch.
 
     Parameters
     ----------
     method : registered method name
     family : data-set family (``iemocap``, ``mosi``, ``mosei``, ``generic``)
     overrides : list of ``"section.key=value"`` strings, e.g. ``["train.epochs=[5,5]"]``
-    config_file : optional YAML with ``model:`` / ``train:`` sections
+    config_file : optional YAML with ``model:`` / ``train:`` / ``budget:`` sections
     """
-    cls = get_method_class(method)
+    try:
+        cls = get_method_class(method)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
     # Without a preset, every stage gets TrainConfig's 100 epochs (the papers' usual budget).
     schema = OmegaConf.create({"model": OmegaConf.structured(cls.Config),
                                "train": OmegaConf.structured(TrainConfig(
-                                   epochs=[100] * len(cls.stage_names)))})
-    layers = [OmegaConf.load(p) for p in preset_files(method, family)]
+                                   epochs=[100] * len(cls.stage_names))),
+                               "budget": OmegaConf.structured(Budget())})
+    layers = [_sections(OmegaConf.load(p)) for p in preset_files(method, family)]
     if config_file:
-        layers.append(OmegaConf.load(config_file))
+        try:
+            user = OmegaConf.load(config_file)
+        except (OSError, OmegaConfBaseException, ValueError) as err:
+            raise ValueError(f"--config {config_file}: cannot read as YAML: {err}") from None
+        layers.append(_checked(user, schema, f"--config {config_file}"))
     if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        try:
+            dotlist = OmegaConf.from_dotlist(list(overrides))
+        except OmegaConfBaseException as err:
+            raise ValueError(f"--set: {err}") from None
+        layers.append(_checked(dotlist, schema, "--set"))
     try:
-        merged = OmegaConf.merge(schema, *[_sections(x) for x in layers])
+        merged = OmegaConf.merge(schema, *layers)
         model = OmegaConf.to_object(merged.model)
         train = OmegaConf.to_object(merged.train)
+        budget = OmegaConf.to_object(merged.budget)
     except OmegaConfBaseException as err:
         raise ValueError(f"invalid configuration for method {method!r}: {err}") from err
     if train.protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {train.protocol!r}; expected one of "
+        raise ValueError(f"train.protocol={train.protocol!r}; expected one of "
                          f"{', '.join(PROTOCOLS)}")
     train.protocol = PROTOCOLS[train.protocol]
     n_stages = len(cls.stage_names)
     if len(train.epochs) != n_stages:
         raise ValueError(f"train.epochs has {len(train.epochs)} entries; method {method!r} has "
                          f"{n_stages} stage(s) {cls.stage_names}")
+    if not budget.scale > 0:
+        raise ValueError(f"budget.scale={budget.scale!r}; expected a factor > 0")
+    if budget.scale != 1:
+        train.epochs = _scaled(train.epochs, budget.scale)
+        for name in cls.budget_fields:
+            setattr(model, name, _scaled(getattr(model, name), budget.scale))
+    train.check()
+    cls.check_config(model)
     return RunConfig(method=method, model={f.name: getattr(model, f.name) for f in fields(model)},
                      train=train)
 
 
+@dataclass
+class Budget:
+    """``budget.scale``: one knob for every stage's length (a smoke test is a smoke test)."""
+
+    scale: float = 1.0
+
+
+def _scaled(epochs, scale: float):
+    one = lambda e: e if e == 0 else max(1, int(e * scale + 0.5))  # noqa: E731  (half up)
+    return [one(e) for e in epochs] if isinstance(epochs, list) else one(epochs)
+
+
+def _checked(layer, schema, where: str):
+    """A user layer whose every section and key exists in the schema, or a ValueError naming
+    the nearest valid spelling ("did you mean train.epochs?")."""
+    valid = {f"{s}.{k}" for s in SECTIONS for k in schema[s]}
+    for section in layer:
+        if section not in SECTIONS:
+            full = [v for v in valid if v.split(".", 1)[1] == section]
+            hint = full[0] if full else _nearest(str(section), list(SECTIONS) + sorted(valid))
+            raise ValueError(f"{where}: unknown section {section!r}"
+                             + (f"; did you mean {hint}?" if hint else "")
+                             + f" (sections: {', '.join(SECTIONS)}; keys are section.key, "
+                             "e.g. train.epochs)")
+        if not OmegaConf.is_dict(layer[section]):
+            raise ValueError(f"{where}: {section!r} must be a section of keys (e.g. "
+                             f"{section}.{next(iter(schema[section]))}=...), got "
+                             f"{layer[section]!r}")
+        for key in layer[section]:
+            if f"{section}.{key}" not in valid:
+                hint = _nearest(f"{section}.{key}", sorted(valid))
+                raise ValueError(f"{where}: unknown key {section}.{key}"
+                                 + (f"; did you mean {hint}?" if hint else ""))
+    return layer
+
+
+def _nearest(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _sections(cfg):
     """Keep only the sections we know (preset files carry comments and a ``paper`` note)."""
-    return OmegaConf.masked_copy(cfg, [k for k in ("model", "train") if k in cfg])
+    return OmegaConf.masked_copy(cfg, [k for k in SECTIONS if k in cfg])

@@ -12,12 +12,15 @@ from ..data.validate import DataError
 from ..models import get_method_class
 from ..protocol.conditions import parse_condition
 from ..protocol.splits import make_folds
-from ..training.checkpoint import checkpoint_exists, load_checkpoint
+from ..training.checkpoint import CheckpointError, checkpoint_exists, load_checkpoint
 from ..training.loaders import FoldData
 from ..training.trainer import evaluate, resolve_device
 from .config import RunConfig
 from .experiment import build_method
 from .layout import Run
+
+
+SPLITS = ("test", "val", "train")
 
 
 class EvaluationError(ValueError):
@@ -46,8 +49,14 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
         run = Run.open(run)
     except FileNotFoundError as err:
         raise EvaluationError(str(err)) from None
+    if split not in SPLITS:
+        raise EvaluationError(f"--split {split!r}; expected one of {', '.join(SPLITS)}")
     cfg = run.config
     dataset = (opener or open_data)(run.data)
+    changes = run.data_changes(dataset)
+    if changes:
+        raise EvaluationError(run.data_changed_message(changes, "trained") + "; its models "
+                              "would be scored on other data: restore the data, or re-train")
     trained = run.conditions
     try:
         eval_cond = parse_condition(condition, dataset.modalities) if condition else None
@@ -69,7 +78,7 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
                               f"{trained}")
     sources = [source] if source else trained
     folds = make_folds(dataset, val_fraction=cfg.train.val_fraction,
-                       seed=cfg.train.split_seed)
+                       seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
     device = resolve_device(cfg.train.device)
     per_fold = []
     for k in run.folds:
@@ -83,7 +92,10 @@ def evaluate_run(run: Path, condition: str | None = None, trained_on: str | None
             if fold_ds is None:
                 fold_ds = _test_time_data(cfg, dataset, folds[k], run)
             method = build_method(cfg, fold_ds)
-            load_checkpoint(stem, method)
+            try:
+                load_checkpoint(stem, method)
+            except CheckpointError as err:
+                raise EvaluationError(str(err)) from None
             method.to(device)
             cond = eval_cond or src_cond
             data = FoldData(fold_ds, folds[k], cond, seed=cfg.train.seed)

@@ -5,6 +5,7 @@ resumes: finished cells are read back, interrupted ones continue from their last
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -82,7 +83,8 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
                                                               init_from=init_from)
     record = {
         "method": cfg.method, "condition": cond.name, "fold": fold.index,
-        "fold_name": fold.name, "seed": cfg.train.seed, "protocol": cfg.train.protocol,
+        "fold_name": fold.name, "fold_scheme": fold.scheme, "seed": cfg.train.seed,
+        "protocol": cfg.train.protocol,
         "selected_epoch": result.selected_epoch, "seconds": round(result.seconds, 2),
         **{f"val_{k}": v for k, v in result.val.items()},
         **{f"test_{k}": v for k, v in result.test.items()},
@@ -94,20 +96,43 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
     return record
 
 
+def check_run(cfg: RunConfig, dataset: MERDataset, out: Run | Path | None = None) -> None:
+    """Everything a run can check before it writes anything: the config against the data's
+    task, and ``out`` being a folder (or not there yet). Raises ValueError."""
+    cfg.train.check(dataset.task)
+    get_method_class(cfg.method).check_config(get_method_class(cfg.method).Config(**cfg.model))
+    run = _as_run(out)
+    if run is not None and run.path.exists() and not run.path.is_dir():
+        raise ValueError(f"--out {run.path} is a file; expected a run folder (a new path, or "
+                         "one made by `hardymer train` to resume)")
+
+
 def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
                    fold_ids: list[int] | None, out: Run | Path | None, data_source: str = "",
-                   progress: bool = True, n_folds: int = 5) -> list[dict]:
-    """Every (fold, condition) cell of a run; returns the result records."""
+                   progress: bool = True, n_folds: int = 5, lock: bool = True) -> list[dict]:
+    """Every (fold, condition) cell of a run; returns the result records.
+
+    Everything is checked (:func:`check_run`, the folds) before the first file is written;
+    the run folder is then held (:meth:`Run.lock`, unless ``lock=False``: a sweep holds its
+    own folder) for the whole run, so two commands on one folder take turns.
+    """
     run = _as_run(out)
+    check_run(cfg, dataset, run)
     folds = make_folds(dataset, n_folds=n_folds, val_fraction=cfg.train.val_fraction,
-                       seed=cfg.train.split_seed)
+                       seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
     ids = list(range(len(folds))) if fold_ids is None else fold_ids
     bad = [k for k in ids if not 0 <= k < len(folds)]
     if bad:
         raise ValueError(f"fold {bad[0]} does not exist; this data set has {len(folds)} fold(s) "
                          f"(0..{len(folds) - 1}): {', '.join(f.name for f in folds)}")
-    if run is not None:
-        run.prepare(cfg, data_source, dataset, conditions, ids)
+    if run is None:
+        return _cells(cfg, dataset, folds, ids, conditions, None, progress)
+    with run.lock() if lock else nullcontext():
+        run.prepare(cfg, data_source, dataset, conditions, ids, folds[0].scheme)
+        return _cells(cfg, dataset, folds, ids, conditions, run, progress)
+
+
+def _cells(cfg, dataset, folds, ids, conditions, run, progress) -> list[dict]:
     records = []
     for k in ids:
         fold_ds, _ = fold_inputs(cfg.train.standardize, dataset, folds[k].train)
@@ -121,3 +146,33 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
             if run is not None:  # a cell read back keeps its row (and finish time)
                 run.add_records([rec], dataset, replace=not finished)
     return records
+
+
+def schedule(cfg: RunConfig, dataset: MERDataset) -> list[tuple[str, int, str]]:
+    """Every stage one fold of this run trains, hidden ones included, as ``(name, epochs,
+    how often)``: the method's preparation (once per fold), the trainer's stages before the
+    first conditioned one (once per fold, shared by the conditions), the rest (per
+    condition)."""
+    cls = get_method_class(cfg.method)
+    rows = [(name, e, "per fold") for name, e in cls.preparation(cls.Config(**cfg.model))]
+    method = create_method(cfg.method, dims=dataset.dims, n_outputs=dataset.n_classes,
+                           task=dataset.task, **cfg.model)
+    shared = True
+    for s in method.stages(list(cfg.train.epochs)):
+        shared = shared and not (s.apply_condition or s.select)
+        rows.append((s.name, s.epochs, "per fold, shared by conditions" if shared
+                     else "per condition"))
+    return rows
+
+
+def schedule_text(cfg: RunConfig, dataset: MERDataset, n_folds: int, n_conditions: int) -> str:
+    """The schedule as ``train`` and ``sweep`` print it before they start."""
+    rows = schedule(cfg, dataset)
+    per_fold = sum(e for _, e, how in rows if how != "per condition")
+    per_cond = sum(e for _, e, how in rows if how == "per condition")
+    total = n_folds * (per_fold + n_conditions * per_cond)
+    return ("schedule: " + "; ".join(f"{n} {e} epoch{'s' if e != 1 else ''} ({how})"
+                                     for n, e, how in rows)
+            + f"\n  = {total} epochs for {n_folds} fold(s) x {n_conditions} condition(s) "
+            "(an estimate follows the first epoch; --set budget.scale=0.1 shortens every "
+            "stage at once)")

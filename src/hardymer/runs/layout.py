@@ -34,7 +34,8 @@ import sklearn
 import torch
 
 from ..data.dataset import MERDataset
-from ..fileio import atomic_write_json
+from ..data.fingerprint import changed_parts, combined, content_digests
+from ..fileio import atomic_write_json, folder_lock
 from ..models import get_method_class
 from ..protocol.conditions import Condition
 from ..training.config import TrainConfig
@@ -54,8 +55,14 @@ def versions() -> dict[str, str]:
 
 
 def data_fingerprint(dataset: MERDataset) -> str:
-    """sha1 of what identifies a data set's content cheaply: utterance ids and order, labels,
-    availability, feature shapes and first/last rows, and the extractors that made it."""
+    """One digest of every byte of the data set (:mod:`hardymer.data.fingerprint`)."""
+    return combined(content_digests(dataset))
+
+
+def legacy_fingerprint(dataset: MERDataset) -> str:
+    """The fingerprint run folders stored before every byte was hashed (sha1 of utterance
+    ids, labels, availability, feature shapes, first/last 64 rows and extractors): what an
+    old ``run.json`` is checked against."""
     h = hashlib.sha1()
     h.update("\n".join(map(str, dataset.utterances["utterance_id"])).encode())
     h.update(np.ascontiguousarray(dataset.labels).tobytes())
@@ -79,7 +86,8 @@ def source_id(data: str) -> str:
 def dataset_meta(dataset: MERDataset) -> dict:
     """The data set's columns of a results row."""
     return {"dataset": dataset.name, "task": dataset.task, "family": dataset.family,
-            "n_classes": dataset.n_classes, "generated": int(bool(dataset.meta.get("generator")))}
+            "n_classes": dataset.n_classes, "generated": int(bool(dataset.meta.get("generator"))),
+            "n_dropped": int(dataset.meta.get("dropped_no_modality", 0))}
 
 
 class Run:
@@ -138,17 +146,34 @@ class Run:
     def folds(self) -> list[int]:
         return list(self.meta["folds"])
 
+    def data_changes(self, dataset: MERDataset) -> list[str]:
+        """The parts of ``dataset`` that differ from the data the run was trained on (file
+        names for a generic folder, see :func:`~hardymer.data.fingerprint.content_digests`);
+        empty when it is the same data. A run folder from before per-part digests is
+        compared as a whole (``["data"]`` when it differs)."""
+        return _changes(self.meta, dataset)
+
     def data_matches(self, dataset: MERDataset) -> bool:
-        """Whether ``dataset`` is the data the run was trained on (summary and fingerprint)."""
-        fingerprint = data_fingerprint(dataset)
-        return not ((self.meta.get("dataset") and self.meta["dataset"] != dataset.summary())
-                    or self.meta.get("fingerprint", fingerprint) != fingerprint)
+        """Whether ``dataset`` is the data the run was trained on, byte for byte."""
+        return not self.data_changes(dataset)
+
+    def data_changed_message(self, changes: list[str], what: str) -> str:
+        """"the data at … changed since …: features/a.npy differs" for refusals."""
+        return (f"the data at {self.data!r} changed since {self.path} was {what}: "
+                f"{', '.join(changes)} differ{'s' if len(changes) == 1 else ''} from the "
+                "data the run was trained on")
+
+    def lock(self, notify=None):
+        """Hold ``RUN/.lock`` for a command (:func:`hardymer.fileio.folder_lock`): one writer
+        per run folder; a second command waits, told who holds it."""
+        return folder_lock(self.path, notify=notify)
 
     def prepare(self, cfg: RunConfig, data_source: str, dataset: MERDataset,
-                conditions: list[Condition], fold_ids: list[int]) -> None:
-        """Create or check ``run.json``; a different config in the same folder is an error."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fingerprint = data_fingerprint(dataset)
+                conditions: list[Condition], fold_ids: list[int],
+                fold_scheme: str | None = None) -> None:
+        """Create or check ``run.json``; a different config or changed data in the same
+        folder is an error."""
+        digests = content_digests(dataset)
         want = {"config": cfg.to_dict(), "data": data_source}
         if self.exists():
             have = json.loads(self.meta_path.read_text())
@@ -156,19 +181,23 @@ class Run:
                 raise ValueError(f"{self.path} holds a run with a different configuration or "
                                  "data; choose another --out (or delete the folder) to start "
                                  "afresh")
-            if have.get("fingerprint", fingerprint) != fingerprint:
-                raise ValueError(f"the data at {data_source!r} changed since {self.path} was "
-                                 "started (utterances, labels, availability or extractors); its "
+            changes = _changes(have, dataset, digests)
+            if changes:
+                raise ValueError(self.data_changed_message(changes, "started") + "; its "
                                  "finished cells were trained on the old data: choose another "
-                                 "--out")
+                                 "--out, or restore the data")
             conds = sorted(set(have["conditions"]) | {c.name for c in conditions})
             folds = sorted(set(have["folds"]) | set(fold_ids))
         else:
             conds, folds = [c.name for c in conditions], fold_ids
+        self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.meta_path, {**want, "conditions": conds, "folds": folds,
                                            "dataset": dataset.summary(),
-                                           "fingerprint": fingerprint, "task": dataset.task,
+                                           "fingerprint": combined(digests),
+                                           "data_digests": digests, "task": dataset.task,
                                            "modalities": list(dataset.modalities),
+                                           **({"fold_scheme": fold_scheme} if fold_scheme
+                                              else {}),
                                            "versions": versions()})
         self.__dict__.pop("meta", None)
 
@@ -243,6 +272,19 @@ class Run:
             return []
         return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
+
+
+def _changes(meta: dict, dataset: MERDataset, digests: dict | None = None) -> list[str]:
+    if meta.get("dataset") and meta["dataset"] != dataset.summary():
+        changed = ["the data set's sizes"]
+    else:
+        changed = []
+    if "data_digests" in meta:
+        now = digests if digests is not None else content_digests(dataset)
+        return changed + changed_parts(meta["data_digests"], now)
+    if "fingerprint" in meta and meta["fingerprint"] != legacy_fingerprint(dataset):
+        return changed + ["the data"]
+    return changed
 
 
 def _with_defaults(config: dict) -> dict:

@@ -26,8 +26,9 @@ KEY = ("variant", "data", "condition", "fold", "seed")
 _FIXED = {
     "variant": "TEXT NOT NULL", "method": "TEXT NOT NULL", "data": "TEXT NOT NULL",
     "dataset": "TEXT", "task": "TEXT", "family": "TEXT", "n_classes": "INTEGER",
-    "generated": "INTEGER", "condition": "TEXT NOT NULL", "fold": "INTEGER NOT NULL",
-    "fold_name": "TEXT", "seed": "INTEGER NOT NULL", "protocol": "TEXT NOT NULL",
+    "generated": "INTEGER", "n_dropped": "INTEGER", "condition": "TEXT NOT NULL",
+    "fold": "INTEGER NOT NULL", "fold_name": "TEXT", "fold_scheme": "TEXT",
+    "seed": "INTEGER NOT NULL", "protocol": "TEXT NOT NULL",
     "selected_epoch": "INTEGER", "seconds": "REAL", "n_train": "INTEGER", "n_test": "INTEGER",
     "config": "TEXT", "versions": "TEXT", "run_dir": "TEXT", "finished_at": "TEXT",
 }
@@ -40,7 +41,8 @@ def results_row(record: dict, *, variant: str, method: str, data: str, config: d
     set's columns (dataset, task, family, n_classes, generated)."""
     return {"variant": variant, "method": method, "data": data,
             "condition": record["condition"], "fold": record["fold"],
-            "fold_name": record.get("fold_name"), "seed": record["seed"],
+            "fold_name": record.get("fold_name"), "fold_scheme": record.get("fold_scheme"),
+            "seed": record["seed"],
             "protocol": record["protocol"], "selected_epoch": record.get("selected_epoch"),
             "seconds": record.get("seconds"), "n_train": record.get("n_train"),
             "n_test": record.get("n_test"), "config": config, "run_dir": run_dir,
@@ -65,6 +67,10 @@ class ResultsStore:
             cols = ", ".join(f'"{k}" {v}' for k, v in _FIXED.items())
             con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols}, "
                         f"PRIMARY KEY ({', '.join(KEY)}))")
+            have = set(self._columns(con))  # a store from an older version: add new columns
+            for k, v in _FIXED.items():
+                if k not in have:
+                    con.execute(f'ALTER TABLE cells ADD COLUMN "{k}" {v.replace(" NOT NULL", "")}')
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=120)

@@ -16,6 +16,7 @@ in progress. Units run in this process, or in ``workers`` spawned processes (eac
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import time
@@ -27,15 +28,16 @@ from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from ..data import open_data
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, folder_lock
 from ..models import METHODS, get_method_class
 from ..protocol.conditions import all_fixed_conditions, parse_condition
 from ..protocol.splits import make_folds
 from .config import load_run_config
-from .experiment import run_experiment
+from .experiment import check_run, run_experiment, schedule_text
 from .layout import Run, dataset_meta, source_id, versions
 from .store import ResultsStore, results_row
 
@@ -92,14 +94,32 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
     """
     raw: dict = {}
     if path is not None:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-        unknown = set(raw) - {f for f in SweepSpec.__dataclass_fields__}
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected "
-                             f"{sorted(SweepSpec.__dataclass_fields__)}")
+        try:
+            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+        except (OSError, ValueError, OmegaConfBaseException) as err:
+            raise ValueError(f"--config {path}: cannot read as YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"--config {path}: expected a mapping of grid fields, got "
+                             f"{type(raw).__name__}")
+        allowed = [f for f in SweepSpec.__dataclass_fields__ if f != "trust_pickle"]
+        for key in raw:
+            if key == "trust_pickle":
+                # Reading a pickle runs code: only the person at the command line may allow it.
+                if raw[key]:
+                    raise ValueError(f"--config {path}: trust_pickle is not read from a grid "
+                                     "file (a pickle can run code); pass --trust-pickle on "
+                                     "the command line to allow reading the label pickle")
+                continue
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                raise ValueError(f"--config {path}: unknown key {key!r}"
+                                 + (f"; did you mean {close[0]}?" if close else "")
+                                 + f" (grid keys: {', '.join(allowed)})")
+        raw.pop("trust_pickle", None)
     raw.update({k: v for k, v in cli.items() if v not in (None, [], "")})
     for k in ("methods", "conditions", "seeds", "set"):
-        raw[k] = _as_list(raw.get(k), k)
+        if k in raw:  # absent: the SweepSpec default (seeds [0], conditions all)
+            raw[k] = _as_list(raw[k], k)
     if isinstance(raw.get("folds"), (list, tuple)):
         raw["folds"] = ",".join(str(f) for f in raw["folds"])
     if raw.get("folds") is None:
@@ -109,6 +129,10 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
         if isinstance(m, str):
             methods.append(parse_variant(m))
         elif isinstance(m, dict) and "method" in m:
+            try:
+                get_method_class(m["method"])
+            except KeyError as err:
+                raise ValueError(f"methods: {err.args[0]}") from None
             methods.append(Variant(m.get("name", m["method"]), m["method"],
                                    list(m.get("set", []))))
         else:
@@ -130,9 +154,16 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
         if not colon:
             common.append(item)
             continue
-        if name not in names:
-            raise ValueError(f"--set {item!r}: no method named {name!r} in {names}")
-        next(v for v in spec.methods if v.name == name).set.append(f"{key}={value}")
+        # A variant's own name, or a base method's: then every variant of it (so
+        # hardymer:model.x=… reaches hardymer:no-finetune too).
+        targets = [v for v in spec.methods if v.name == name or v.method == name]
+        if not targets:
+            raise ValueError(f"--set {item!r}: no method or variant named {name!r}; the "
+                             f"sweep's are {', '.join(names)} (base methods: "
+                             f"{', '.join(dict.fromkeys(v.method for v in spec.methods))}); "
+                             f"e.g. --set {names[0]}:{key}={value}")
+        for v in targets:
+            v.set.append(f"{key}={value}")
     spec.set = common
     try:
         spec.seeds = list(dict.fromkeys(int(s) for s in spec.seeds))
@@ -194,6 +225,10 @@ class SweepFolder:
         """``sweep.json`` as written (empty when the folder has none)."""
         return json.loads(self.grid_path.read_text()) if self.grid_path.is_file() else {}
 
+    def lock(self, notify=None):
+        """Hold ``SWEEP/.lock`` for a command: one sweep command per folder at a time."""
+        return folder_lock(self.path, notify=notify)
+
     def run_dir(self, variant: str, seed: int) -> Path:
         """``SWEEP/runs/<variant>/seed<k>/``: an ordinary run folder."""
         return self.path / "runs" / variant.replace("/", "_").replace(":", "-") / f"seed{seed}"
@@ -218,42 +253,67 @@ def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,
     conds = [parse_condition(c, ds.modalities) for c in unit.conditions]
     t0 = time.perf_counter()
     recs = run_experiment(cfg, ds, conds, [unit.fold], _run_dir(out, unit.variant.name, unit.seed),
-                          data_source=spec.data, progress=progress)
+                          data_source=spec.data, progress=progress, lock=False)
     return [dict(r, unit_seconds=time.perf_counter() - t0) for r in recs]
 
 
 def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = True,
-              on_cell: Callable[[dict], None] | None = None) -> ResultsStore:
+              on_cell: Callable[[dict], None] | None = None,
+              on_plan: Callable[[str], None] | None = None) -> ResultsStore:
     """Run every unfinished cell of the grid into ``out``; returns the results store.
 
-    ``on_cell`` is called in the parent with each stored row (tests use it to interrupt).
+    Every variant's config and folds are checked before anything is written; the folder is
+    held for the command (:meth:`SweepFolder.lock`). ``on_plan`` hears each variant's fold
+    scheme and schedule; ``on_cell`` is called in the parent with each stored row (tests use
+    it to interrupt).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a sweep folder (a new path, or one "
+                         "made by `hardymer sweep` to resume)")
     ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
     conds = []
     for c in spec.conditions:
         conds += (all_fixed_conditions(ds.modalities) if c == "all"
                   else [parse_condition(c, ds.modalities)])
     cond_names = list(dict.fromkeys(c.name for c in conds))
-    _check_grid(out, spec)
-    store = SweepFolder(out).store()
-    # Fold ids and run folders are fixed by the parent, so workers never race on run.json.
-    units, n_folds = [], None
+    if not spec.seeds:
+        raise ValueError("seeds: the grid has no seeds; give --seeds (e.g. --seeds 0,1,2)")
+    # Every config and fold list is checked before the first file is written.
+    units, plans = [], []
     for v in spec.methods:
         for seed in spec.seeds:
-            cfg = _config(spec, v, seed, ds.family)
+            try:
+                cfg = _config(spec, v, seed, ds.family)
+                check_run(cfg, ds)
+            except ValueError as err:
+                raise ValueError(f"{v.name}: {err}") from None
             folds = make_folds(ds, val_fraction=cfg.train.val_fraction,
-                               seed=cfg.train.split_seed)
-            n_folds = len(folds)
-            ids = list(range(n_folds)) if spec.folds == "all" else \
+                               seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
+            ids = list(range(len(folds))) if spec.folds == "all" else \
                 [int(x) for x in spec.folds.split(",")]
-            bad = [k for k in ids if not 0 <= k < n_folds]
+            bad = [k for k in ids if not 0 <= k < len(folds)]
             if bad:
-                raise ValueError(f"fold {bad[0]} does not exist; the data set has {n_folds} "
-                                 f"fold(s) (0..{n_folds - 1})")
-            Run(_run_dir(out, v.name, seed)).prepare(
-                cfg, spec.data, ds, [parse_condition(c, ds.modalities) for c in cond_names], ids)
+                raise ValueError(f"fold {bad[0]} does not exist; the data set has {len(folds)} "
+                                 f"fold(s) (0..{len(folds) - 1}): "
+                                 f"{', '.join(f.name for f in folds)}")
+            plans.append((v, seed, cfg, ids, folds[0].scheme))
+            if on_plan is not None and seed == spec.seeds[0]:
+                on_plan(f"{v.name}: folds {folds[0].scheme}; "
+                        + schedule_text(cfg, ds, len(ids), len(cond_names)))
             units += [Unit(v, seed, k, cond_names) for k in ids]
+    with SweepFolder(out).lock():
+        return _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell)
+
+
+def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell):
+    _check_grid(out, spec)
+    store = SweepFolder(out).store()
+    # Run folders are prepared by the parent, so workers never race on run.json.
+    for v, seed, cfg, ids, scheme in plans:
+        Run(_run_dir(out, v.name, seed)).prepare(
+            cfg, spec.data, ds, [parse_condition(c, ds.modalities) for c in cond_names], ids,
+            scheme)
     done = store.keys()
     key = lambda u, c: (u.variant.name, spec.data, c, u.fold, u.seed)  # noqa: E731
     todo = [u for u in units if any(key(u, c) not in done for c in u.conditions)]
@@ -301,6 +361,7 @@ def _check_grid(out: Path, spec: SweepSpec) -> None:
     conditions, seeds and folds may grow)."""
     folder = SweepFolder(out)
     want = asdict(spec)
+    want.pop("trust_pickle")  # an opt-in of one command, never stored for the next
     if folder.grid_path.is_file():
         have = folder.grid()
         defs = lambda s: {m["name"]: (m["method"], m["set"]) for m in s["methods"]}  # noqa

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..fileio import atomic_path, atomic_write_json
@@ -48,10 +48,27 @@ def checkpoint_exists(path_stem: Path) -> bool:
     return p.with_suffix(".json").is_file() and p.with_suffix(".safetensors").is_file()
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read; the message names it and how to recover."""
+
+    def __init__(self, file: Path, err: Exception):
+        stem = Path(file).with_suffix("")
+        super().__init__(
+            f"{file} is truncated or corrupt ({type(err).__name__}: {err}). To recover, delete "
+            f"{stem.name}.safetensors and {stem.name}.json in {stem.parent} and re-run the same "
+            "command: that part of the run trains again from its start (finished cells and "
+            "other checkpoints are kept)")
+
+
 def checkpoint_epoch(path_stem: Path) -> int:
     """Epochs a checkpoint has trained (0 when there is none)."""
     p = Path(path_stem)
-    return json.loads(p.with_suffix(".json").read_text())["epoch"] if checkpoint_exists(p) else 0
+    if not checkpoint_exists(p):
+        return 0
+    try:
+        return int(json.loads(p.with_suffix(".json").read_text())["epoch"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(p.with_suffix(".json"), err) from None
 
 
 def load_checkpoint(path_stem: Path, model: torch.nn.Module,
@@ -59,11 +76,18 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module,
                     restore_rng: bool = False) -> dict:
     """Load weights (and optimizer state, RNG) in place; returns the JSON state."""
     path_stem = Path(path_stem)
-    with safe_open(str(path_stem.with_suffix(".safetensors")), "pt") as f:
-        embedded = (f.metadata() or {}).get("state")
-    meta = json.loads(embedded) if embedded else \
-        json.loads(path_stem.with_suffix(".json").read_text())
-    tensors = load_file(str(path_stem.with_suffix(".safetensors")))
+    tensor_file = path_stem.with_suffix(".safetensors")
+    try:
+        with safe_open(str(tensor_file), "pt") as f:
+            embedded = (f.metadata() or {}).get("state")
+        tensors = load_file(str(tensor_file))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise CheckpointError(tensor_file, err) from None
+    try:
+        meta = json.loads(embedded) if embedded else \
+            json.loads(path_stem.with_suffix(".json").read_text())
+    except ValueError as err:
+        raise CheckpointError(path_stem.with_suffix(".json"), err) from None
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_sd)
     if optimizer is not None and "optimizer" in meta:

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
+from ..data.standardize import CHOICES as STANDARDIZE_CHOICES
+from ..metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
 PROTOCOLS = {"val": "val", "paper": "paper", "test-best-epoch": "paper"}
 
 
@@ -34,6 +39,65 @@ class TrainConfig:
     eval_batch_size: int = 32
     device: str = "auto"          # auto = cuda when available, else cpu
     deterministic: bool = True
+    folds_scheme: str = "auto"    # auto, session, split or kfold (protocol/splits.py)
     standardize: str = "auto"     # z-score features with the fold's training statistics;
                                   # auto: on for `hardymer extract` data, off for the papers'
                                   # feature sets (data/standardize.py)
+
+    def check(self, task: str | None = None) -> None:
+        """Raise ValueError naming ``train.KEY`` for a value that cannot run (a range, a
+        choice, a device this machine lacks); ``task`` also checks ``select_metric``."""
+        def bad(key, expected):
+            return ValueError(f"train.{key}={getattr(self, key)!r}; expected {expected}")
+        if not isinstance(self.epochs, list) or not all(
+                isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in self.epochs):
+            raise bad("epochs", "a list of epoch counts >= 0, one per stage")
+        if sum(self.epochs) == 0:
+            raise bad("epochs", "at least one stage with epochs > 0")
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise bad(key, "an integer >= 1")
+        if not self.lr > 0:
+            raise bad("lr", "a learning rate > 0")
+        if not self.weight_decay >= 0:
+            raise bad("weight_decay", "a value >= 0")
+        if not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", "a fraction in (0, 1)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "null (no clipping) or a norm > 0")
+        if self.protocol not in PROTOCOLS:
+            raise bad("protocol", f"one of {', '.join(PROTOCOLS)}")
+        if str(self.standardize).strip().lower() not in STANDARDIZE_CHOICES:
+            raise bad("standardize", "auto, true or false")
+        if self.folds_scheme not in FOLD_SCHEMES:
+            raise bad("folds_scheme", f"one of {', '.join(FOLD_SCHEMES)}")
+        names = {"classification": CLASSIFICATION_METRICS,
+                 "regression": REGRESSION_METRICS}.get(task,
+                                                       CLASSIFICATION_METRICS + REGRESSION_METRICS)
+        if self.select_metric is not None and self.select_metric not in names:
+            raise bad("select_metric", f"null (the task's default) or one of "
+                      f"{', '.join(dict.fromkeys(names))}")
+        _check_device(self.device)
+
+
+FOLD_SCHEMES = ("auto", "session", "split", "kfold")
+
+
+def _check_device(name: str) -> None:
+    if name in ("auto", "cpu"):
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name!r}, but torch sees no CUDA device on this "
+                             "machine; use train.device=auto (or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device={name!r}; this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"train.device={name!r}, but MPS is not available here")
+    elif device.type not in ("cuda", "mps"):
+        raise ValueError(f"train.device={name!r}; expected auto, cpu, cuda or cuda:N")

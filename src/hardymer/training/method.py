@@ -71,6 +71,9 @@ class Method(nn.Module):
     #: Whether cells store per-sample hardness that :meth:`hardness_plan` reads back
     #: (``hardymer hardness`` and the report's hardness section).
     records_hardness: ClassVar[bool] = False
+    #: Model fields that count iterations of stages the trainer's ``epochs`` do not cover
+    #: (HARDY-MER's teacher and fine-tuning epochs); ``--set budget.scale=F`` scales them too.
+    budget_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, dims: dict[str, int], n_outputs: int, task: str):
         super().__init__()
@@ -89,6 +92,36 @@ class Method(nn.Module):
         """Scalar training loss of a batch in a stage, and named parts for the log."""
         loss = task_loss(self(batch), batch, self.task)
         return loss, {"task": float(loss.detach())}
+
+    # --- checks and schedule, asked before anything is written ------------------------------
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Raise ValueError naming ``model.KEY`` for a value the method cannot run with.
+
+        The default checks what field names promise: ``*dropout`` and ``beta*`` in [0, 1),
+        ``*epochs``, ``*steps`` and ``*weight`` non-negative, ``*lr`` and sizes (``hidden``,
+        ``depth``, ``heads``, ``*_dim``, ``*_size``, ``n_*``, …) positive. Methods extend it
+        with their choices."""
+        sizes = ("hidden", "depth", "heads", "_dim", "_size", "_depth", "_hidden", "moments")
+        for name, value in vars(config).items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                continue
+            if (name.endswith("dropout") or name.startswith("beta")) and \
+                    not all(0 <= v < 1 for v in values):
+                raise ValueError(f"model.{name}={value!r}; expected a value in [0, 1)")
+            if name.endswith(("epochs", "steps", "weight")) and not all(v >= 0 for v in values):
+                raise ValueError(f"model.{name}={value!r}; expected a value >= 0")
+            if (name.endswith(("lr",) + sizes) or name.startswith("n_")) and \
+                    not all(v > 0 for v in values):
+                raise ValueError(f"model.{name}={value!r}; expected a value > 0")
+
+    @classmethod
+    def preparation(cls, config) -> list[tuple[str, int]]:
+        """Stages trained before the trainer's own, once per fold, as ``(name, epochs)``
+        (HARDY-MER: feature fine-tuning, the teacher's two stages); default: none. The
+        schedule ``train`` prints lists them, so a user sees every epoch a command costs."""
+        return []
 
     # --- hooks for methods that need more than a loss (HARDY-MER); defaults do nothing -------
     @classmethod

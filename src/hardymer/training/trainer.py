@@ -34,6 +34,11 @@ from .loaders import FoldData, SamplerFactory
 from .method import Method, Stage
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else (
+        f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -147,14 +152,20 @@ class Trainer:
         bar = tqdm(total=total, initial=state["epoch"], disable=not self.progress,
                    desc=f"{getattr(method, 'method_name', 'train')} [{data.condition.name}]",
                    unit="epoch", leave=False)
-        epoch = 0
+        epoch, timed = 0, False
         for stage in stages:
             for _ in range(stage.epochs):
                 epoch += 1
                 if epoch <= state["epoch"]:
                     continue  # done before the restart
+                t_epoch = time.perf_counter()
                 row = self._run_epoch(method, optimizer, data, stage, epoch, metric, state)
                 bar.update(1)
+                if not timed and self.progress and epoch < total:
+                    timed, secs = True, time.perf_counter() - t_epoch
+                    bar.write(f"{bar.desc}: first epoch {secs:.1f} s; estimated "
+                              f"{_duration(secs * (total - epoch))} for the {total - epoch} "
+                              "epochs left of this fit", file=bar.fp)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
                                  if k.startswith(("val_", "test_")) and k.endswith(metric)})
                 if self.on_epoch_end is not None:

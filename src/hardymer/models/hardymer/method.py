@@ -123,6 +123,7 @@ _CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit
 
 
 def check_config(cfg: HardyConfig) -> None:
+    MoMKE.check_config(cfg)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"model.{name}={getattr(cfg, name)!r}; expected one of {allowed}")
@@ -139,6 +140,22 @@ class HardyMER(MoMKE):
     ablations = ABLATIONS
     switches = {"reference-compat": "model.reference_compat=true"}
     records_hardness = True
+    budget_fields = ("teacher_epochs", "finetune_epochs")
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        check_config(config)
+
+    @classmethod
+    def preparation(cls, config) -> list[tuple[str, int]]:
+        cfg = config.effective()
+        stages = [("feature fine-tuning (per modality)", cfg.finetune_epochs)] \
+            if cfg.finetune else []
+        if cfg.needs_teacher:
+            per = " (per condition)" if cfg.teacher_mask == "condition" else ""
+            stages += [(f"teacher {n}{per}", e) for n, e in
+                       zip(("unimodal", "mixing"), cfg.teacher_epochs)]
+        return stages
 
     def __init__(self, config: HardyConfig, dims, n_outputs, task):
         check_config(config)
