@@ -7,6 +7,7 @@ held before live here too, so none of it can regress.
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,21 @@ def test_one_blank_session_is_an_error_and_the_scheme_is_stored(tmp_path, data):
             in res.output and "--folds-scheme" in res.output, res.output
     res = invoke("info", folder, "--folds-scheme", "kfold")
     assert res.exit_code == 0 and "folds (kfold):" in res.output
+
+    def mixed(table):  # one utterance in the middle of a dialogue moved to another session
+        table.loc[5, "session"] = "3"
+    res = invoke("info", tiny_folder(tmp_path / "mixed", mixed))
+    seq = pd.read_csv(tmp_path / "mixed" / "utterances.csv", dtype=str)["sequence_id"][5]
+    assert res.exit_code == 2 and f"sequence {seq} has utterances in session 1 and 3" \
+        in res.output, res.output
+
+    def odd_row(table):  # a bad split value on a row that is not its sequence's first
+        del table["session"]
+        table["split"] = "train"
+        table.loc[table.index[-30:], "split"] = "test"
+        table.loc[5, "split"] = "tst"
+    res = invoke("info", tiny_folder(tmp_path / "oddrow", odd_row))
+    assert res.exit_code == 2 and "unknown value(s) tst in column split" in res.output
     res = invoke("train", "--data", data, *ZF, "--out", tmp_path / "ok")
     assert res.exit_code == 0 and "folds session (session 1," in res.output
     assert "Folds (session): 0" in res.output
@@ -183,6 +199,60 @@ def test_select_metric_of_the_other_task_is_refused(tmp_path, data):
                  tmp_path / "r")
     assert res.exit_code == 2 and "train.select_metric='MAE'" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_protocol_from_set_or_config_is_honoured_and_checked(tmp_path, data):
+    res = invoke("train", "--data", data, *ZF, "--set", "train.protocol=paper", "--out",
+                 tmp_path / "p")
+    assert res.exit_code == 0 and "protocol paper" in res.output, res.output
+    assert json.loads((tmp_path / "p" / "run.json").read_text())["config"]["train"][
+        "protocol"] == "paper"
+    res = invoke("train", "--data", data, *ZF, "--set", "train.protocol=foo", "--out",
+                 tmp_path / "f")
+    assert res.exit_code == 2 and "train.protocol='foo'" in res.output
+    for key, flag in (("train.protocol=paper", "--protocol"), ("train.seed=5", "--seeds")):
+        with pytest.raises(ValueError, match=f"is a field of the grid in a sweep; use {flag}"):
+            load_spec(None, data="synth:tiny", methods=["zero-fill"], set=[key])
+
+
+def test_run_sweep_and_data_folders_are_not_mixed(tmp_path, data):
+    run = tmp_path / "run"
+    assert invoke("train", "--data", data, *ZF, "--out", run).exit_code == 0
+    res = invoke("sweep", "--data", data, "--methods", "zero-fill", "--conditions", "a",
+                 "--folds", "0", "--set", "train.epochs=[1]", "--out", run, "--no-progress")
+    assert res.exit_code == 2 and "is a run folder" in res.output
+    sweep = tmp_path / "sweep"
+    assert invoke("sweep", "--data", data, "--methods", "zero-fill", "--conditions", "a",
+                  "--folds", "0", "--set", "train.epochs=[1]", "--out", sweep,
+                  "--no-progress", "--no-report").exit_code == 0
+    res = invoke("train", "--data", data, *ZF, "--out", sweep)
+    assert res.exit_code == 2 and "is a sweep folder" in res.output
+    res = invoke("train", "--data", data, *ZF, "--out", data)
+    assert res.exit_code == 2 and "is a data set folder" in res.output
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for cmd in (["train", "--data", data, *ZF], ["sweep", "--data", data, "--methods",
+                                                 "zero-fill"]):
+        res = invoke(*cmd, "--out", afile / "sub")
+        assert res.exit_code == 2 and f"{afile} is a file" in res.output, res.output
+    res = invoke("sweep", "--data", data, "--methods", "zero-fill", "--out", tmp_path / "w",
+                 "--workers", "0")
+    assert res.exit_code == 2 and "--workers 0" in res.output
+
+
+def test_a_sweep_resume_on_changed_data_rewrites_nothing(tmp_path):
+    folder = tiny_folder(tmp_path / "data")
+    sweep = tmp_path / "s"
+    args = ["sweep", "--data", folder, "--methods", "zero-fill", "--folds", "0", "--set",
+            "train.epochs=[1]", "--out", sweep, "--no-progress", "--no-report"]
+    assert invoke(*args, "--conditions", "a").exit_code == 0
+    grid = (sweep / "sweep.json").read_text()
+    feats = np.load(folder / "features" / "t.npy")
+    feats[100] += 1
+    np.save(folder / "features" / "t.npy", feats)
+    res = invoke(*args, "--conditions", "a,t")
+    assert res.exit_code == 2 and "features/t.npy differs" in res.output
+    assert (sweep / "sweep.json").read_text() == grid
 
 
 def test_a_base_methods_setting_reaches_its_variants():
@@ -298,7 +368,7 @@ def test_non_integer_class_label_names_its_row_and_utterance(tmp_path):
     assert res.exit_code == 2 and f"label 1.5 of utterance '{uid}' (row 9)" in res.output
 
 
-def test_truncated_checkpoints_say_how_to_recover(tmp_path, data):
+def test_truncated_checkpoints_say_how_to_recover_and_the_advice_works(tmp_path, data):
     out = tmp_path / "r"
     args = ["train", "--data", data, *ZF, "--out", out]
     assert invoke(*args).exit_code == 0
@@ -312,14 +382,16 @@ def test_truncated_checkpoints_say_how_to_recover(tmp_path, data):
     (cell / "last.safetensors").write_bytes(blob[: len(blob) // 2])
     res = invoke(*args)
     assert res.exit_code == 2 and "last.safetensors is truncated or corrupt" in res.output
-    assert "delete last.safetensors and last.json" in res.output
-    (cell / "last.safetensors").unlink()
-    (cell / "last.json").unlink()
+    assert f"delete the folder {cell}" in res.output.replace("\n", "")
+    shutil.rmtree(cell)                           # the advice, followed
     assert invoke(*args).exit_code == 0
     blob = (cell / "best.safetensors").read_bytes()
     (cell / "best.safetensors").write_bytes(blob[:100])
     res = invoke("evaluate", out)
     assert res.exit_code == 2 and "best.safetensors is truncated or corrupt" in res.output
+    assert f"delete the folder {cell}" in res.output.replace("\n", "")
+    shutil.rmtree(cell)
+    assert invoke(*args).exit_code == 0 and invoke("evaluate", out).exit_code == 0
 
 
 # --- 9. say what a command will cost before it starts -------------------------------------------
@@ -331,10 +403,22 @@ def test_the_schedule_lists_hidden_stages_and_one_knob_shortens_them_all(tmp_pat
                  "--fold", "0", "--set", "budget.scale=0.02", "--no-progress",
                  "--out", tmp_path / "h")
     assert res.exit_code == 0, res.output
-    assert ("schedule: feature fine-tuning (per modality) 1 epoch (per fold); teacher unimodal "
-            "2 epochs (per fold); teacher mixing 2 epochs (per fold); unimodal 1 epoch (per "
-            "fold, shared by conditions); mixing 1 epoch (per condition)") in res.output
-    assert "= 7 epochs for 1 fold(s) x 1 condition(s)" in res.output
+    assert ("schedule: fine-tuning a 1 epoch (per fold); fine-tuning t 1 epoch (per fold); "
+            "fine-tuning v 1 epoch (per fold); teacher unimodal 2 epochs (per fold); teacher "
+            "mixing 2 epochs (per fold); unimodal 1 epoch (per fold, shared by conditions); "
+            "mixing 1 epoch (per condition)") in res.output
+    assert "= 9 epochs for 1 fold(s) x 1 condition(s)" in res.output
+    # the schedule counts what runs: one fine-tuning per modality
+    assert len(list((tmp_path / "h").glob("fold0/_shared/hardymer/finetune/*.safetensors"))) == 3
+
+
+def test_without_progress_bars_the_estimate_is_a_log_line(tmp_path, data):
+    res = subprocess.run([sys.executable, "-m", "hardymer.cli.main", "train", "--data",
+                          str(data), *ZF[:4], "--set", "train.epochs=[3]", "--no-progress",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "zero-fill [a]: first epoch" in res.stderr and "for the 2 epochs left" in res.stderr
 
 
 def test_trainer_prints_an_estimate_after_the_first_epoch(capsys, toy):

@@ -109,6 +109,17 @@ def swap_into_place(tmp: Path, path: Path) -> None:
         old.unlink(missing_ok=True)
 
 
+def check_folder_path(path: Path) -> None:
+    """ValueError unless ``path`` can be (or is) a folder: no file in the way, itself or above."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"--out {path}: {p} is a file; expected a folder (or a path "
+                                 "whose parents are folders)")
+            return
+
+
 @contextmanager
 def folder_lock(folder: Path, notify=None) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/.lock`` for the block: one writer per folder.

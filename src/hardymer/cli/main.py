@@ -7,6 +7,7 @@ imports: ``lint-imports`` checks function-level imports too).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -25,28 +26,40 @@ DATA_HELP = ("Data: a generic feature folder, a reference-layout root (needs --t
              "or synth:PRESET[@SEED] (e.g. synth:tiny, synth:iemocap4@1).")
 
 
+PICKLE_HELP = ("Allow reading a reference label pickle (pickle runs code: trusted files "
+               "only). Only this flag allows it, never a config file.")
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
-def _open(source: str, trust_pickle: bool = False):
+@app.callback()
+def _setup() -> None:
+    """Data warnings (what loading left out) print as one line each, not as Python warnings."""
     import warnings
+    previous = warnings.showwarning
+    if getattr(previous, "hardymer", False):
+        return
 
+    def show(message, category, filename, lineno, file=None, line=None):
+        from ..data.validate import DataWarning
+        if issubclass(category, DataWarning):
+            typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+    show.hardymer = True
+    warnings.showwarning = show
+
+
+def _open(source: str, trust_pickle: bool = False):
     from ..data import open_data
-    from ..data.validate import DataError, DataWarning
+    from ..data.validate import DataError
     try:
-        with warnings.catch_warnings(record=True) as heard:
-            warnings.simplefilter("always", DataWarning)
-            ds = open_data(source, allow_pickle=trust_pickle)
+        return open_data(source, allow_pickle=trust_pickle)
     except (DataError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
-    for w in heard:  # what loading left out, as a line rather than a Python warning
-        if issubclass(w.category, DataWarning):
-            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return ds
 
 
 FOLDS_SCHEME_HELP = ("How folds are made: auto (default: session when every utterance has "
@@ -65,9 +78,14 @@ def _fold_ids(text: str) -> list[int] | None:
 
 
 def _check_out(out: Path, what: str) -> None:
+    from ..fileio import check_folder_path
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; expected a {what} folder (a new path, or one made by "
               f"`hardymer {what}` to resume)")
+    try:
+        check_folder_path(out)
+    except ValueError as err:
+        _fail(str(err))
 
 
 def _conditions(text: str, dataset):
@@ -164,7 +182,7 @@ def convert(
 
 @app.command()
 def info(data: str = typer.Argument(..., help=DATA_HELP),
-         trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+         trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
          folds_scheme: str = typer.Option("auto", "--folds-scheme", help=FOLDS_SCHEME_HELP)
          ) -> None:
     """Describe a data set: sizes, dims, missingness, folds."""
@@ -194,9 +212,10 @@ def train(
                                        "fold k tests session k+1)."),
     folds: str = typer.Option("all", "--folds", help="'all' (default; the papers average "
                               "folds) or a comma-separated list."),
-    protocol: str = typer.Option("val", "--protocol", help="Model selection: 'val' (best "
-                                 "validation epoch, default) or 'paper' (best epoch on the "
-                                 "test split, the MoMKE/HARDY-MER papers' rule)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Model selection: 'val' "
+                                           "(best validation epoch) or 'paper' (best epoch on "
+                                           "the test split, the MoMKE/HARDY-MER papers' rule) "
+                                           "[default: the preset's train.protocol, val]."),
     folds_scheme: Optional[str] = typer.Option(None, "--folds-scheme", help=FOLDS_SCHEME_HELP
                                                + " Same as --set train.folds_scheme=…"),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumable: re-run the "
@@ -247,17 +266,25 @@ def train(
         cfg = api.run_config(method, ds.family, overrides, config, protocol=protocol,
                              seed=seed, ablations=ablation,
                              switches=["reference-compat"] if reference_compat else [])
-        check_run(cfg, ds, out)
+        check_run(cfg, ds, out, api.source_id(data))
         all_folds = make_folds(ds, val_fraction=cfg.train.val_fraction,
                                seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
     except (KeyError, ValueError) as err:
         _fail(str(err))
+    bad = [k for k in fold_ids or [] if not 0 <= k < len(all_folds)]
+    if bad:
+        _fail(f"fold {bad[0]} does not exist; this data set has {len(all_folds)} fold(s) "
+              f"(0..{len(all_folds) - 1}): {', '.join(f.name for f in all_folds)}")
     conds = _conditions(condition, ds)
     typer.echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, folds "
                f"{all_folds[0].scheme} ({', '.join(f.name for f in all_folds)}), conditions "
                f"{', '.join(c.name for c in conds)}, out {out}")
     n_folds = len(all_folds) if fold_ids is None else len(fold_ids)
-    typer.echo(schedule_text(cfg, ds, n_folds, len(conds)))
+    typer.echo(schedule_text(cfg, ds, n_folds, len(conds))
+               + "\n  (an estimate of each fit's time follows its first epoch)")
+    if not progress:  # the estimate then comes as a log line instead of beside the bar
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("hardymer").setLevel(logging.INFO)
     t0 = time.perf_counter()
     try:
         records = api.train(ds, method, conds, folds=fold_ids, out=out,
@@ -299,7 +326,7 @@ def evaluate(
     split: str = typer.Option("test", help="test, val or train."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: WA, UA, F1 (or ACC, F1, "
                                  "MAE, Corr) as the mean over folds, plus per-fold values."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
 ) -> None:
     """Re-evaluate a run's selected checkpoints (optionally under another condition).
 
@@ -326,7 +353,7 @@ def hardness(
     run: Path = typer.Argument(..., help="A run folder made by `hardymer train --method "
                                "hardymer`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the table and plots."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
 ) -> None:
     """Which training samples are hard, why, and what was retrieved for them.
 
@@ -377,7 +404,7 @@ def sweep(
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (each gets "
                                 "cores/workers torch threads)."),
     report: bool = typer.Option(True, help="Write the report into OUT/report when done."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
     progress: bool = typer.Option(True, help="Show the progress bar (cells, with an ETA)."),
 ) -> None:
     """Run a grid: methods × conditions × folds × seeds, into one results store.

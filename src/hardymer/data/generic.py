@@ -171,7 +171,7 @@ def read_generic(path: str | Path, mmap: bool = False) -> MERDataset:
         features=features, available=available, labels=labels, utterances=table,
         class_names=tuple(class_names) if class_names else None,
         meta=dict(header.get("meta") or {}))
-    ds = without_empty_utterances(ds, table_file)
+    ds = without_empty_utterances(ds, path / "available.npy")
     # What the data were read from, for data/fingerprint.py (an attribute, not a field:
     # a data set derived with dataclasses.replace does not inherit it).
     parts = ["dataset.json", table_file.name, "sequences.csv", "available.npy"] + \
@@ -246,10 +246,15 @@ def _read_utterances(folder: Path) -> tuple[pd.DataFrame, np.ndarray, Path]:
         row = int(np.argmax(table["label"].isna().to_numpy()))
         raise DataError(f"missing label for utterance {table['utterance_id'].iloc[row]!r}; "
                         "expected a label on every row", file=file, field="label")
-    try:
-        labels = table.pop("label").to_numpy(dtype=np.float64)
-    except (ValueError, TypeError) as err:
-        raise DataError(f"expected numeric labels: {err}", file=file, field="label") from err
+    numeric = pd.to_numeric(table["label"], errors="coerce")
+    if numeric.isna().any():
+        row = int(np.argmax(numeric.isna().to_numpy()))
+        raise DataError(f"label {table['label'].iloc[row]!s} of utterance "
+                        f"{table['utterance_id'].iloc[row]!r} (row {row}) is not a number; "
+                        "expected numeric labels (class ids, or values for regression)",
+                        file=file, field="label")
+    labels = numeric.to_numpy(dtype=np.float64)
+    table.pop("label")
     _fill_sequences(table, file)
     for col in ("speaker", "split"):
         if col not in table:

@@ -105,17 +105,46 @@ def fold_scheme(dataset: MERDataset, scheme: str = "auto") -> str:
         if rows is not None and 0 < rows.sum() < len(rows) and scheme in ("auto", column):
             blank = dataset.utterances["utterance_id"].to_numpy()[~rows]
             first = ", ".join(str(u) for u in blank[:5])
+            choose = ("choose the folds with --folds-scheme (session, split or kfold)"
+                      if scheme == "auto" else "choose another --folds-scheme (kfold works "
+                      "for any data)")
             raise DataError(
                 f"{len(blank)} of {len(rows)} utterances have no {column} (first: {first}); "
-                f"fill the column on every row, empty it on every row, or choose the folds "
-                f"with --folds-scheme (session, split or kfold)", field=column)
+                f"fill the column on every row, empty it on every row, or {choose}",
+                field=column)
     if scheme == "auto":
-        return next((c for c in ("session", "split")
-                     if filled[c] is not None and filled[c].all()), "kfold")
-    if scheme in filled and (filled[scheme] is None or not filled[scheme].any()):
+        scheme = next((c for c in ("session", "split")
+                       if filled[c] is not None and filled[c].all()), "kfold")
+    elif scheme in filled and (filled[scheme] is None or not filled[scheme].any()):
         raise DataError(f"--folds-scheme {scheme}: the data have no {scheme} column values; "
                         "choose another scheme (kfold works for any data)", field=scheme)
+    if scheme in filled:
+        _check_per_sequence(dataset, scheme)
     return scheme
+
+
+def _check_per_sequence(dataset: MERDataset, column: str) -> None:
+    """A sequence is one unit of the folds: every utterance of it must agree on ``column``
+    (and a split must be train, val, valid or test on every row, not only on a sequence's
+    first)."""
+    table = dataset.utterances
+    values = table[column].astype(str).str.strip()
+    if column == "split":
+        odd = sorted(set(values) - {"train", "val", "valid", "test"})
+        if odd:
+            first = table["utterance_id"][values.isin(odd)].iloc[0]
+            raise DataError(f"unknown value(s) {', '.join(odd)} in column split (first: "
+                            f"utterance {first}); expected train, val (or valid) or test on "
+                            "every row", field="split")
+    per_seq = values.groupby(table["sequence_id"], sort=False).nunique()
+    mixed = per_seq[per_seq > 1]
+    if len(mixed):
+        seq = mixed.index[0]
+        found = sorted(set(values[table["sequence_id"] == seq]))
+        raise DataError(f"sequence {seq} has utterances in {column} {' and '.join(found)}"
+                        f"{f' ({len(mixed)} such sequences)' if len(mixed) > 1 else ''}; "
+                        f"expected one {column} per sequence (a sequence is never split "
+                        "between folds)", field=column)
 
 
 def _filled(dataset: MERDataset, column: str) -> np.ndarray | None:

@@ -88,10 +88,14 @@ def load_run_config(method: str, family: str = "iemocap", overrides: list[str] |
             raise ValueError(f"--config {config_file}: cannot read as YAML: {err}") from None
         layers.append(_checked(user, schema, f"--config {config_file}"))
     if overrides:
+        bare = [o for o in overrides if "=" not in o]
+        if bare:
+            raise ValueError(f"--set {bare[0]!r}: expected section.key=value, e.g. "
+                             "train.epochs=[10,10]")
         try:
             dotlist = OmegaConf.from_dotlist(list(overrides))
         except OmegaConfBaseException as err:
-            raise ValueError(f"--set: {err}") from None
+            raise ValueError(f"--set: {str(err).splitlines()[0]}") from None
         layers.append(_checked(dotlist, schema, "--set"))
     try:
         merged = OmegaConf.merge(schema, *layers)
@@ -99,7 +103,10 @@ def load_run_config(method: str, family: str = "iemocap", overrides: list[str] |
         train = OmegaConf.to_object(merged.train)
         budget = OmegaConf.to_object(merged.budget)
     except OmegaConfBaseException as err:
-        raise ValueError(f"invalid configuration for method {method!r}: {err}") from err
+        key = getattr(err, "full_key", None)
+        msg = str(getattr(err, "msg", None) or err).splitlines()[0]
+        raise ValueError(f"{key}: {msg}" if key else
+                         f"invalid configuration for method {method!r}: {msg}") from None
     if train.protocol not in PROTOCOLS:
         raise ValueError(f"train.protocol={train.protocol!r}; expected one of "
                          f"{', '.join(PROTOCOLS)}")

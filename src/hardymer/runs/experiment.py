@@ -12,6 +12,7 @@ import torch
 
 from ..data.dataset import MERDataset
 from ..data.standardize import fold_inputs
+from ..fileio import check_folder_path
 from ..models import create_method, get_method_class
 from ..protocol.conditions import Condition
 from ..protocol.splits import Fold, make_folds
@@ -96,13 +97,20 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
     return record
 
 
-def check_run(cfg: RunConfig, dataset: MERDataset, out: Run | Path | None = None) -> None:
+def check_run(cfg: RunConfig, dataset: MERDataset, out: Run | Path | None = None,
+              data_source: str | None = None) -> None:
     """Everything a run can check before it writes anything: the config against the data's
-    task, and ``out`` being a folder (or not there yet). Raises ValueError."""
+    task, ``out`` as a place for a run folder, and (with ``data_source``) an existing run
+    folder against this config and data (:meth:`Run.check`). Raises ValueError."""
     cfg.train.check(dataset.task)
     get_method_class(cfg.method).check_config(get_method_class(cfg.method).Config(**cfg.model))
     run = _as_run(out)
-    if run is not None and run.path.exists() and not run.path.is_dir():
+    if run is None:
+        return
+    check_folder_path(run.path)
+    if data_source is not None:
+        run.check(cfg, data_source, dataset)
+    elif run.path.exists() and not run.path.is_dir():
         raise ValueError(f"--out {run.path} is a file; expected a run folder (a new path, or "
                          "one made by `hardymer train` to resume)")
 
@@ -117,7 +125,7 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
     own folder) for the whole run, so two commands on one folder take turns.
     """
     run = _as_run(out)
-    check_run(cfg, dataset, run)
+    check_run(cfg, dataset, run, data_source)
     folds = make_folds(dataset, n_folds=n_folds, val_fraction=cfg.train.val_fraction,
                        seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
     ids = list(range(len(folds))) if fold_ids is None else fold_ids
@@ -154,7 +162,8 @@ def schedule(cfg: RunConfig, dataset: MERDataset) -> list[tuple[str, int, str]]:
     first conditioned one (once per fold, shared by the conditions), the rest (per
     condition)."""
     cls = get_method_class(cfg.method)
-    rows = [(name, e, "per fold") for name, e in cls.preparation(cls.Config(**cfg.model))]
+    rows = [(name, e, "per fold")
+            for name, e in cls.preparation(cls.Config(**cfg.model), dataset.modalities)]
     method = create_method(cfg.method, dims=dataset.dims, n_outputs=dataset.n_classes,
                            task=dataset.task, **cfg.model)
     shared = True
@@ -171,8 +180,10 @@ def schedule_text(cfg: RunConfig, dataset: MERDataset, n_folds: int, n_condition
     per_fold = sum(e for _, e, how in rows if how != "per condition")
     per_cond = sum(e for _, e, how in rows if how == "per condition")
     total = n_folds * (per_fold + n_conditions * per_cond)
-    return ("schedule: " + "; ".join(f"{n} {e} epoch{'s' if e != 1 else ''} ({how})"
-                                     for n, e, how in rows)
-            + f"\n  = {total} epochs for {n_folds} fold(s) x {n_conditions} condition(s) "
-            "(an estimate follows the first epoch; --set budget.scale=0.1 shortens every "
-            "stage at once)")
+    return ("schedule: " + "; ".join(f"{n} {_epochs(e)} ({how})" for n, e, how in rows)
+            + f"\n  = {_epochs(total)} for {n_folds} fold(s) x {n_conditions} condition(s) "
+            "(--set budget.scale=0.1 shortens every stage at once)")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"

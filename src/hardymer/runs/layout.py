@@ -168,6 +168,33 @@ class Run:
         per run folder; a second command waits, told who holds it."""
         return folder_lock(self.path, notify=notify)
 
+    def check(self, cfg: RunConfig, data_source: str, dataset: MERDataset,
+              digests: dict | None = None) -> None:
+        """ValueError unless this folder can take (or resume) a run of ``cfg`` on
+        ``dataset``: a new folder, or one whose ``run.json`` has the same config and data
+        source and whose data have not changed since. Writes nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} is a file; expected a run folder (a new path, "
+                             "or one made by `hardymer train` to resume)")
+        for name, what in (("sweep.json", "a sweep folder (made by `hardymer sweep`)"),
+                           ("dataset.json", "a data set folder")):
+            if (self.path / name).is_file():
+                raise ValueError(f"--out {self.path} is {what}; a run needs a folder of its "
+                                 "own: choose another --out")
+        if not self.exists():
+            return
+        have = json.loads(self.meta_path.read_text())
+        if {"config": _with_defaults(have["config"]), "data": have["data"]} != \
+                {"config": cfg.to_dict(), "data": data_source}:
+            raise ValueError(f"{self.path} holds a run with a different configuration or "
+                             "data; choose another --out (or delete the folder) to start "
+                             "afresh")
+        changes = _changes(have, dataset, digests)
+        if changes:
+            raise ValueError(self.data_changed_message(changes, "started") + "; its "
+                             "finished cells were trained on the old data: choose another "
+                             "--out, or restore the data")
+
     def prepare(self, cfg: RunConfig, data_source: str, dataset: MERDataset,
                 conditions: list[Condition], fold_ids: list[int],
                 fold_scheme: str | None = None) -> None:
@@ -176,16 +203,8 @@ class Run:
         digests = content_digests(dataset)
         want = {"config": cfg.to_dict(), "data": data_source}
         if self.exists():
+            self.check(cfg, data_source, dataset, digests)
             have = json.loads(self.meta_path.read_text())
-            if {"config": _with_defaults(have["config"]), "data": have["data"]} != want:
-                raise ValueError(f"{self.path} holds a run with a different configuration or "
-                                 "data; choose another --out (or delete the folder) to start "
-                                 "afresh")
-            changes = _changes(have, dataset, digests)
-            if changes:
-                raise ValueError(self.data_changed_message(changes, "started") + "; its "
-                                 "finished cells were trained on the old data: choose another "
-                                 "--out, or restore the data")
             conds = sorted(set(have["conditions"]) | {c.name for c in conditions})
             folds = sorted(set(have["folds"]) | set(fold_ids))
         else:

@@ -20,6 +20,7 @@ import difflib
 import json
 import os
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -32,7 +33,8 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from ..data import open_data
-from ..fileio import atomic_write_json, folder_lock
+from ..data.validate import DataWarning
+from ..fileio import atomic_write_json, check_folder_path, folder_lock
 from ..models import METHODS, get_method_class
 from ..protocol.conditions import all_fixed_conditions, parse_condition
 from ..protocol.splits import make_folds
@@ -43,6 +45,11 @@ from .store import ResultsStore, results_row
 
 TEXT_HINT = ("methods as NAME or NAME:ABLATION (hardymer:no-h-dir), e.g. "
              "--methods momke,zero-fill,hardymer:no-h")
+
+
+# Settings a sweep owns: a --set of them would be overwritten by the grid's value.
+GRID_KEYS = {"train.protocol": "--protocol (or protocol: in the grid file)",
+             "train.seed": "--seeds (or seeds: in the grid file)"}
 
 
 @dataclass
@@ -165,6 +172,12 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
         for v in targets:
             v.set.append(f"{key}={value}")
     spec.set = common
+    for v in spec.methods:
+        for item in spec.set + v.set:
+            key = item.partition("=")[0].strip()
+            if key in GRID_KEYS:
+                raise ValueError(f"--set {item!r}: {key} is a field of the grid in a sweep; "
+                                 f"use {GRID_KEYS[key]} instead")
     try:
         spec.seeds = list(dict.fromkeys(int(s) for s in spec.seeds))
     except (TypeError, ValueError):
@@ -248,7 +261,9 @@ def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,
     """Train one unit (in this or a worker process); returns its records."""
     if threads:
         torch.set_num_threads(threads)
-    ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
+    with warnings.catch_warnings():  # what loading leaves out was said when the sweep began
+        warnings.simplefilter("ignore", DataWarning)
+        ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
     cfg = _config(spec, unit.variant, unit.seed, ds.family)
     conds = [parse_condition(c, ds.modalities) for c in unit.conditions]
     t0 = time.perf_counter()
@@ -268,9 +283,17 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
     it to interrupt).
     """
     out = Path(out)
+    check_folder_path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a sweep folder (a new path, or one "
                          "made by `hardymer sweep` to resume)")
+    for name, what in (("run.json", "a run folder (made by `hardymer train`)"),
+                       ("dataset.json", "a data set folder")):
+        if (out / name).is_file():
+            raise ValueError(f"--out {out} is {what}; a sweep needs a folder of its own: "
+                             "choose another --out")
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: expected 1 or more processes")
     ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
     conds = []
     for c in spec.conditions:
@@ -280,6 +303,7 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
     if not spec.seeds:
         raise ValueError("seeds: the grid has no seeds; give --seeds (e.g. --seeds 0,1,2)")
     # Every config and fold list is checked before the first file is written.
+    _grid(out, spec)
     units, plans = [], []
     for v in spec.methods:
         for seed in spec.seeds:
@@ -297,6 +321,7 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
                 raise ValueError(f"fold {bad[0]} does not exist; the data set has {len(folds)} "
                                  f"fold(s) (0..{len(folds) - 1}): "
                                  f"{', '.join(f.name for f in folds)}")
+            Run(_run_dir(out, v.name, seed)).check(cfg, spec.data, ds)
             plans.append((v, seed, cfg, ids, folds[0].scheme))
             if on_plan is not None and seed == spec.seeds[0]:
                 on_plan(f"{v.name}: folds {folds[0].scheme}; "
@@ -359,6 +384,12 @@ def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_ce
 def _check_grid(out: Path, spec: SweepSpec) -> None:
     """Write ``sweep.json``, or check it against the stored grid (same methods' definitions;
     conditions, seeds and folds may grow)."""
+    atomic_write_json(SweepFolder(out).grid_path, _grid(out, spec))
+
+
+def _grid(out: Path, spec: SweepSpec) -> dict:
+    """The ``sweep.json`` this command would write; ValueError when the folder holds another
+    grid. Writes nothing."""
     folder = SweepFolder(out)
     want = asdict(spec)
     want.pop("trust_pickle")  # an opt-in of one command, never stored for the next
@@ -376,4 +407,4 @@ def _check_grid(out: Path, spec: SweepSpec) -> None:
         want["methods"] = want["methods"] + [m for m in have["methods"] if m["name"] not in known]
         for k in ("conditions", "seeds"):
             want[k] = list(dict.fromkeys(have[k] + want[k]))
-    atomic_write_json(folder.grid_path, want)
+    return want

@@ -52,12 +52,12 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read; the message names it and how to recover."""
 
     def __init__(self, file: Path, err: Exception):
-        stem = Path(file).with_suffix("")
+        folder = Path(file).parent
         super().__init__(
             f"{file} is truncated or corrupt ({type(err).__name__}: {err}). To recover, delete "
-            f"{stem.name}.safetensors and {stem.name}.json in {stem.parent} and re-run the same "
-            "command: that part of the run trains again from its start (finished cells and "
-            "other checkpoints are kept)")
+            f"the folder {folder} and re-run the command that trained it (`hardymer train` or "
+            "`hardymer sweep`, same arguments): that part of the run trains again from its "
+            "start; everything else in the run is kept")
 
 
 def checkpoint_epoch(path_stem: Path) -> int:

@@ -117,10 +117,11 @@ class Method(nn.Module):
                 raise ValueError(f"model.{name}={value!r}; expected a value > 0")
 
     @classmethod
-    def preparation(cls, config) -> list[tuple[str, int]]:
+    def preparation(cls, config, modalities) -> list[tuple[str, int]]:
         """Stages trained before the trainer's own, once per fold, as ``(name, epochs)``
-        (HARDY-MER: feature fine-tuning, the teacher's two stages); default: none. The
-        schedule ``train`` prints lists them, so a user sees every epoch a command costs."""
+        (HARDY-MER: feature fine-tuning of each modality, the teacher's two stages); default:
+        none. The schedule ``train`` prints lists them, so a user sees every epoch a command
+        costs."""
         return []
 
     # --- hooks for methods that need more than a loss (HARDY-MER); defaults do nothing -------

@@ -16,6 +16,7 @@ and ends with the same metrics as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ from .checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .loaders import FoldData, SamplerFactory
 from .method import Method, Stage
+
+
+log = logging.getLogger(__name__)
 
 
 def _duration(seconds: float) -> str:
@@ -149,8 +153,8 @@ class Trainer:
             torch.manual_seed(cfg.seed)
 
         total = sum(s.epochs for s in stages)
-        bar = tqdm(total=total, initial=state["epoch"], disable=not self.progress,
-                   desc=f"{getattr(method, 'method_name', 'train')} [{data.condition.name}]",
+        desc = f"{getattr(method, 'method_name', 'train')} [{data.condition.name}]"
+        bar = tqdm(total=total, initial=state["epoch"], disable=not self.progress, desc=desc,
                    unit="epoch", leave=False)
         epoch, timed = 0, False
         for stage in stages:
@@ -161,11 +165,15 @@ class Trainer:
                 t_epoch = time.perf_counter()
                 row = self._run_epoch(method, optimizer, data, stage, epoch, metric, state)
                 bar.update(1)
-                if not timed and self.progress and epoch < total:
+                if not timed and epoch < total:
                     timed, secs = True, time.perf_counter() - t_epoch
-                    bar.write(f"{bar.desc}: first epoch {secs:.1f} s; estimated "
-                              f"{_duration(secs * (total - epoch))} for the {total - epoch} "
-                              "epochs left of this fit", file=bar.fp)
+                    note = (f"{desc}: first epoch {secs:.1f} s; estimated "
+                            f"{_duration(secs * (total - epoch))} for the {total - epoch} "
+                            "epochs left of this fit")
+                    if self.progress:
+                        bar.write(note, file=bar.fp)
+                    else:  # shown when the caller asks for hardymer's INFO logs (train does)
+                        log.info(note)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
                                  if k.startswith(("val_", "test_")) and k.endswith(metric)})
                 if self.on_epoch_end is not None:

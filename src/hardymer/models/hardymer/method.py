@@ -147,9 +147,9 @@ class HardyMER(MoMKE):
         check_config(config)
 
     @classmethod
-    def preparation(cls, config) -> list[tuple[str, int]]:
+    def preparation(cls, config, modalities) -> list[tuple[str, int]]:
         cfg = config.effective()
-        stages = [("feature fine-tuning (per modality)", cfg.finetune_epochs)] \
+        stages = [(f"fine-tuning {m}", cfg.finetune_epochs) for m in modalities] \
             if cfg.finetune else []
         if cfg.needs_teacher:
             per = " (per condition)" if cfg.teacher_mask == "condition" else ""
