@@ -68,8 +68,34 @@ def _accuracy_bench():
     return mod
 
 
+BOUNDED = ["model.hidden=32", "model.depth=1", "train.lr=1e-3", "train.batch_size=8"]
+
+
+def test_hardymer_against_momke_on_generated_data_bounded():
+    """The bounded form CI runs (about 80 s on 2 cores): dims 32/64/64, width 32, depth 1,
+    4 + 6 epochs (teacher too), 10 fine-tuning epochs; one fold, all seven conditions.
+
+    Measured with this budget, HARDY-MER minus MoMKE over the six incomplete conditions:
+    +1.75 / +1.37 / +1.49 WA points (seeds 0 / 1 / 2); HARDY-MER's weakest condition 46.2-47.4
+    (v). A regression guard, not the paper's claim: HARDY-MER clearly above chance everywhere
+    and not below MoMKE at this budget.
+    """
+    bench = _accuracy_bench()
+    configs = {"momke": ("momke", BOUNDED + ["train.epochs=[4,6]"]),
+               "hardymer": ("hardymer", BOUNDED + ["train.epochs=[4,6]",
+                                                   "model.teacher_epochs=[4,6]",
+                                                   "model.finetune_epochs=10"])}
+    df = bench.run_grid("iemocap4", (32, 64, 64), [0], configs, 0, None)
+    hardy = df[df.variant == "hardymer"].set_index("condition").WA
+    assert (hardy > 100 * 0.31 + 10).all(), hardy  # majority class: 31 %
+    avg = df[df.condition != "atv"].groupby("variant").WA.mean()
+    assert -0.5 < avg["hardymer"] - avg["momke"] < 4.0, avg
+
+
+@pytest.mark.heavy
 def test_hardymer_against_momke_on_generated_data():
-    """A regression guard, not the paper's claim.
+    """The full-size form (about 5-6 min on 2 cores; ``pytest -m heavy``). A regression guard,
+    not the paper's claim.
 
     The paper's claim (HARDY-MER above MoMKE on average over the six incomplete conditions)
     does not hold reliably on the generated data at this budget: seed 0 +0.7, seed 1 -0.9
