@@ -41,6 +41,9 @@ class MoMKEConfig:
     mixing: bool = True          # ablation "without experts mixing training": False
     router: bool = True          # ablation "without router" (equal weights): False
     prenorm: bool = False        # ours, not the paper's: LayerNorm before attention and MLP
+    skip_absent: bool = False    # ours: no projection, router or expert pass for a modality
+                                 # absent from the whole batch (same outputs and gradients;
+                                 # with dropout on, the RNG stream and so the numbers differ)
 
 
 class Mlp(nn.Sequential):
@@ -122,47 +125,80 @@ class MoMKE(Method):
                 Stage("mixing", e2)]
 
     # --- pieces -------------------------------------------------------------------------------
-    def _project(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """p_m = Dropout(Linear(x_m)) with unavailable inputs zeroed first. (B, S, D) each."""
+    def _project(self, batch: Batch, names=None) -> dict[str, torch.Tensor]:
+        """p_m = Dropout(Linear(x_m)) with unavailable inputs zeroed first, for the modalities
+        ``names`` (default: all). (B, S, D) each."""
         out = {}
         for i, m in enumerate(self.modalities):
+            if names is not None and m not in names:
+                continue
             x = batch.x[m] * batch.available[..., i, None].to(batch.x[m].dtype)
             out[m] = self.drop(self.proj[m](x))
         return out
 
     def _through_experts(self, p: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                          expert_names) -> dict[str, torch.Tensor]:
-        """Every modality through each named expert, modalities stacked on the batch axis.
+        """Every input modality of ``p`` through each named expert, stacked on the batch axis.
 
-        Returns name -> (M, B, S, D): expert ``e``'s output for every input modality.
+        Returns name -> (M', B, S, D): expert ``e``'s output for each of the M' inputs, in
+        ``p``'s order.
         """
-        x = torch.stack([p[m] for m in self.modalities])          # (M, B, S, D)
-        km = torch.stack([masks[m] for m in self.modalities])     # (M, B, S)
+        x = torch.stack(list(p.values()))                         # (M', B, S, D)
+        km = torch.stack([masks[m] for m in p])                   # (M', B, S)
         M, B, S, D = x.shape
         return {e: self.experts[e](x.reshape(M * B, S, D), km.reshape(M * B, S)).view(M, B, S, D)
                 for e in expert_names}
 
+    def present_modalities(self, batch: Batch) -> tuple[str, ...]:
+        """The modalities whose work is needed: all, or with ``skip_absent`` those available
+        for at least one utterance of the batch."""
+        if not self.config.skip_absent:
+            return self.modalities
+        anywhere = batch.available.flatten(0, -2).any(0).tolist()    # (M,)
+        return tuple(m for m, a in zip(self.modalities, anywhere) if a)
+
     def mixed_representations(self, batch: Batch) -> torch.Tensor:
         """Stage-2 per-modality representations r_m, zero where m is unavailable.
+
+        With ``skip_absent``, a modality absent from the whole batch gets no projection, router
+        or expert pass: its r_m would be multiplied by zero anyway. Its skipped parameters get
+        zero gradients (not none), so the optimizer steps as it would without skipping.
 
         Returns
         -------
         Tensor (B, S, M, D)
         """
-        p = self._project(batch)
+        names = self.present_modalities(batch)
+        p = self._project(batch, names)
         masks = {m: batch.available[..., i] for i, m in enumerate(self.modalities)}
         if self.config.mixing:
-            outs = self._through_experts(p, masks, self.modalities)        # e -> (M, B, S, D)
-            R = torch.stack([outs[e] for e in self.modalities], dim=3)    # (M, B, S, E, D)
+            outs = self._through_experts(p, masks, self.modalities)        # e -> (M', B, S, D)
+            R = torch.stack([outs[e] for e in self.modalities], dim=3)    # (M', B, S, E, D)
             if self.config.router:
-                w = torch.stack([self.routers[m](p[m]) for m in self.modalities]).softmax(-1)
+                w = torch.stack([self.routers[m](p[m]) for m in names]).softmax(-1)
             else:
                 w = torch.full(R.shape[:-1], 1.0 / len(self.modalities), device=R.device)
-            r = (w[..., None] * R).sum(dim=3)                             # (M, B, S, D)
+            r = (w[..., None] * R).sum(dim=3)                             # (M', B, S, D)
         else:  # ablation: each modality only through its own expert
-            r = torch.stack([self.experts[m](p[m], masks[m]) for m in self.modalities])
+            r = torch.stack([self.experts[m](p[m], masks[m]) for m in names])
+        if len(names) < len(self.modalities):
+            r = self._scatter_modalities(r, names)
         r = r.permute(1, 2, 0, 3)                                         # (B, S, M, D)
         return r * batch.available[..., None].to(r.dtype)
+
+    def _scatter_modalities(self, r: torch.Tensor, names) -> torch.Tensor:
+        """(M', B, S, D) of ``names`` -> (M, B, S, D) with zeros for the skipped modalities,
+        plus 0 x the skipped modules' parameters so that they get zero gradients."""
+        full = r.new_zeros((len(self.modalities),) + tuple(r.shape[1:]))
+        full[[self.modalities.index(m) for m in names]] = r
+        skipped = [m for m in self.modalities if m not in names]
+        modules = [self.proj[m] for m in skipped]
+        if not self.config.mixing:
+            modules += [self.experts[m] for m in skipped]
+        elif self.config.router:
+            modules += [self.routers[m] for m in skipped]
+        zero = sum(q.sum() for mod in modules for q in mod.parameters() if q.requires_grad)
+        return full + 0.0 * zero
 
     def fused(self, r: torch.Tensor) -> torch.Tensor:
         """(B, S, M, D) -> fused representation (B, S, M*D): ``z + Dropout(ReLU(Linear(z)))``."""

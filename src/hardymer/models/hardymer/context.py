@@ -27,8 +27,8 @@ from .teacher import Teacher, TeacherConfig, label_bins
 
 def teacher_config(cfg) -> TeacherConfig:
     shared = {k: getattr(cfg, k) for k in ("hidden", "depth", "heads", "dropout", "attn_dropout",
-                                           "attention", "prenorm", "temperature", "lambda_nce",
-                                           "ind_estimator")}
+                                           "attention", "prenorm", "skip_absent", "temperature",
+                                           "lambda_nce", "ind_estimator")}
     return TeacherConfig(**shared, mask_mode=cfg.teacher_mask)
 
 
