@@ -30,6 +30,19 @@ import time
 from pathlib import Path
 
 
+def train_batches(method, batches, stage, opt, device) -> int:
+    """One optimizer step per batch of ``stage``; returns the utterances trained on."""
+    n = 0
+    for batch in batches:
+        batch = batch.to(device)
+        loss, _ = method.stage_loss(batch, stage)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += batch.n_utterances
+    return n
+
+
 def measure(impl: str, stage_name: str, epochs: int, preset: str, device: str,
             threads: int) -> dict:
     import torch
@@ -55,14 +68,7 @@ def measure(impl: str, stage_name: str, epochs: int, preset: str, device: str,
     for epoch in range(epochs + 1):  # epoch 0 is a warm-up, not timed
         loader = data.train_loader(epoch, stage.apply_condition, 16)
         t0 = time.perf_counter()
-        n = 0
-        for batch in loader:
-            batch = batch.to(device)
-            loss, _ = method.stage_loss(batch, stage)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n += batch.n_utterances
+        n = train_batches(method, loader, stage, opt, device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if epoch > 0:

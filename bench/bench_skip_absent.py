@@ -20,8 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_momke import train_batches  # noqa: E402  (the same training loop as that bench)
 
 
 def epoch_seconds(method, data, stage, opt, device, batch_size: int = 16) -> tuple[float, int]:
@@ -32,14 +36,8 @@ def epoch_seconds(method, data, stage, opt, device, batch_size: int = 16) -> tup
     loss, _ = method.stage_loss(warm, stage)
     loss.backward()
     opt.zero_grad(set_to_none=True)
-    n, t0 = 0, time.perf_counter()
-    for batch in loader:
-        batch = batch.to(device)
-        loss, _ = method.stage_loss(batch, stage)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        n += batch.n_utterances
+    t0 = time.perf_counter()
+    n = train_batches(method, loader, stage, opt, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, n

@@ -146,38 +146,6 @@ def test_published_rows_match_method_and_ablation_names():
     assert row["ours − published"] == pytest.approx(50.0 - want_noh, abs=0.01)
 
 
-@pytest.mark.slow
-def test_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path):
-    """A real kill (SIGKILL of the CLI process mid-sweep), then the same command again: the
-    store ends identical to a sweep that was never interrupted."""
-    import subprocess
-    import sys
-    import time
-    args = ["sweep", "--data", "synth:tiny", "--methods", "momke,zero-fill", "--conditions",
-            "at,random:0.4", "--seeds", "0,1", "--folds", "0", "--no-progress", "--no-report"]
-    for s in SETS:
-        args += ["--set", s]
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "hardymer.cli.main", *args, "--out", str(cut)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = cut / "results.sqlite"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if db.is_file() and 2 <= len(ResultsStore(db)) < 8:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    assert len(ResultsStore(db)) < 8, "the sweep finished before it could be killed"
-    res = CliRunner().invoke(app, [*args, "--out", str(cut)])
-    assert res.exit_code == 0, res.output
-    whole = run_sweep(tiny_spec(), tmp_path / "whole", progress=False).frame()
-    got = ResultsStore(db).frame()
-    cols = ["variant", "condition", "fold", "seed", "test_WA", "test_UA", "val_WA"]
-    pd.testing.assert_frame_equal(got[cols].reset_index(drop=True),
-                                  whole[cols].reset_index(drop=True))
-
-
 def test_grid_file_scalars_and_duplicates(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("data: synth:tiny\nmethods: zero-fill\nconditions: at\nseeds: 0\n"

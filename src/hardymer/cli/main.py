@@ -77,11 +77,9 @@ def _fold_ids(text: str) -> list[int] | None:
         _fail(f"--folds {text!r}: expected 'all' or comma-separated fold ids such as 0,1,2")
 
 
-def _check_out(out: Path, what: str) -> None:
+def _check_out(out: Path) -> None:
+    """No file in the way of ``--out``: said before the data are read."""
     from ..fileio import check_folder_path
-    if out.exists() and not out.is_dir():
-        _fail(f"--out {out} is a file; expected a {what} folder (a new path, or one made by "
-              f"`hardymer {what}` to resume)")
     try:
         check_folder_path(out)
     except ValueError as err:
@@ -257,9 +255,9 @@ def train(
     """
     from .. import api
     from ..protocol.splits import make_folds
-    from ..runs.experiment import check_run, schedule_text
+    from ..runs.experiment import check_run, checked_fold_ids, schedule_text
     fold_ids = [fold] if fold is not None else _fold_ids(folds)
-    _check_out(out, "train")
+    _check_out(out)
     ds = _open(data, trust_pickle)
     overrides = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else [])
     try:
@@ -269,17 +267,13 @@ def train(
         check_run(cfg, ds, out, api.source_id(data))
         all_folds = make_folds(ds, val_fraction=cfg.train.val_fraction,
                                seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
+        n_folds = len(checked_fold_ids(all_folds, fold_ids))
     except (KeyError, ValueError) as err:
         _fail(str(err))
-    bad = [k for k in fold_ids or [] if not 0 <= k < len(all_folds)]
-    if bad:
-        _fail(f"fold {bad[0]} does not exist; this data set has {len(all_folds)} fold(s) "
-              f"(0..{len(all_folds) - 1}): {', '.join(f.name for f in all_folds)}")
     conds = _conditions(condition, ds)
     typer.echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, folds "
                f"{all_folds[0].scheme} ({', '.join(f.name for f in all_folds)}), conditions "
                f"{', '.join(c.name for c in conds)}, out {out}")
-    n_folds = len(all_folds) if fold_ids is None else len(fold_ids)
     typer.echo(schedule_text(cfg, ds, n_folds, len(conds))
                + "\n  (an estimate of each fit's time follows its first epoch)")
     if not progress:  # the estimate then comes as a log line instead of beside the bar
@@ -424,7 +418,7 @@ def sweep(
     """
     from .. import api
     from ..runs.sweep import load_spec
-    _check_out(out, "sweep")
+    _check_out(out)
     try:
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     except ValueError:

@@ -65,29 +65,26 @@ def file_digest(path: str | Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     digest = h.hexdigest()
-    _store_cache(key, digest)
+    _store_cache(cache, key, digest)
     return digest
 
 
 def _memory_digests(ds: MERDataset) -> dict[str, str]:
-    def of(*arrays) -> str:
-        h = hashlib.blake2b(digest_size=20)
-        for a in arrays:
-            a = np.asarray(a)
-            h.update(f"{a.dtype.str}{a.shape}".encode())
-            for start in range(0, max(len(a), 1), 65536):  # memory maps stay on disk
-                h.update(np.ascontiguousarray(a[start:start + 65536]).tobytes())
+    def of(a) -> str:
+        a = np.asarray(a)
+        h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=20)
+        for start in range(0, max(len(a), 1), 65536):  # memory maps stay on disk
+            h.update(np.ascontiguousarray(a[start:start + 65536]).tobytes())
         return h.hexdigest()
 
+    header = {"name": ds.name, "task": ds.task, "modalities": list(ds.modalities),
+              "class_names": ds.class_names, "meta": ds.meta}
     parts = {f"features[{m}]": of(ds.features[m]) for m in ds.modalities}
     parts["labels"] = of(ds.labels)
     parts["available"] = of(ds.available)
-    table = ds.utterances.to_csv(index=False).encode()
-    parts["utterances"] = hashlib.blake2b(table, digest_size=20).hexdigest()
-    header = {"name": ds.name, "task": ds.task, "modalities": list(ds.modalities),
-              "class_names": ds.class_names, "meta": ds.meta}
-    parts["header"] = hashlib.blake2b(json.dumps(header, sort_keys=True, default=str).encode(),
-                                      digest_size=20).hexdigest()
+    for name, text in (("utterances", ds.utterances.to_csv(index=False)),
+                       ("header", json.dumps(header, sort_keys=True, default=str))):
+        parts[name] = hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
     return parts
 
 
@@ -111,8 +108,7 @@ def _load_cache() -> dict[str, str]:
         return {}
 
 
-def _store_cache(key: str, digest: str) -> None:
-    cache = _load_cache()
+def _store_cache(cache: dict[str, str], key: str, digest: str) -> None:
     path = key.split("|", 1)[0]
     # One entry per file: an older size/mtime of the same path is dropped.
     cache = {k: v for k, v in cache.items() if k.split("|", 1)[0] != path}

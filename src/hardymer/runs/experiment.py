@@ -12,7 +12,6 @@ import torch
 
 from ..data.dataset import MERDataset
 from ..data.standardize import fold_inputs
-from ..fileio import check_folder_path
 from ..models import create_method, get_method_class
 from ..protocol.conditions import Condition
 from ..protocol.splits import Fold, make_folds
@@ -98,21 +97,25 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
 
 
 def check_run(cfg: RunConfig, dataset: MERDataset, out: Run | Path | None = None,
-              data_source: str | None = None) -> None:
+              data_source: str = "") -> None:
     """Everything a run can check before it writes anything: the config against the data's
-    task, ``out`` as a place for a run folder, and (with ``data_source``) an existing run
-    folder against this config and data (:meth:`Run.check`). Raises ValueError."""
+    task, and ``out`` as a place for this run (:meth:`Run.check`). Raises ValueError."""
     cfg.train.check(dataset.task)
-    get_method_class(cfg.method).check_config(get_method_class(cfg.method).Config(**cfg.model))
+    cls = get_method_class(cfg.method)
+    cls.check_config(cls.Config(**cfg.model))
     run = _as_run(out)
-    if run is None:
-        return
-    check_folder_path(run.path)
-    if data_source is not None:
+    if run is not None:
         run.check(cfg, data_source, dataset)
-    elif run.path.exists() and not run.path.is_dir():
-        raise ValueError(f"--out {run.path} is a file; expected a run folder (a new path, or "
-                         "one made by `hardymer train` to resume)")
+
+
+def checked_fold_ids(folds: list[Fold], fold_ids: list[int] | None) -> list[int]:
+    """``fold_ids`` (None: every fold), each checked to exist; ValueError naming the folds."""
+    ids = list(range(len(folds))) if fold_ids is None else list(fold_ids)
+    bad = [k for k in ids if not 0 <= k < len(folds)]
+    if bad:
+        raise ValueError(f"fold {bad[0]} does not exist; this data set has {len(folds)} fold(s) "
+                         f"(0..{len(folds) - 1}): {', '.join(f.name for f in folds)}")
+    return ids
 
 
 def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
@@ -128,11 +131,7 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
     check_run(cfg, dataset, run, data_source)
     folds = make_folds(dataset, n_folds=n_folds, val_fraction=cfg.train.val_fraction,
                        seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
-    ids = list(range(len(folds))) if fold_ids is None else fold_ids
-    bad = [k for k in ids if not 0 <= k < len(folds)]
-    if bad:
-        raise ValueError(f"fold {bad[0]} does not exist; this data set has {len(folds)} fold(s) "
-                         f"(0..{len(folds) - 1}): {', '.join(f.name for f in folds)}")
+    ids = checked_fold_ids(folds, fold_ids)
     if run is None:
         return _cells(cfg, dataset, folds, ids, conditions, None, progress)
     with run.lock() if lock else nullcontext():

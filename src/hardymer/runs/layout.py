@@ -35,7 +35,7 @@ import torch
 
 from ..data.dataset import MERDataset
 from ..data.fingerprint import changed_parts, combined, content_digests
-from ..fileio import atomic_write_json, folder_lock
+from ..fileio import atomic_write_json, check_folder_path, folder_lock
 from ..models import get_method_class
 from ..protocol.conditions import Condition
 from ..training.config import TrainConfig
@@ -52,11 +52,6 @@ def condition_dirname(cond: Condition | str) -> str:
 def versions() -> dict[str, str]:
     return {"hardymer": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "sklearn": sklearn.__version__, "python": platform.python_version()}
-
-
-def data_fingerprint(dataset: MERDataset) -> str:
-    """One digest of every byte of the data set (:mod:`hardymer.data.fingerprint`)."""
-    return combined(content_digests(dataset))
 
 
 def legacy_fingerprint(dataset: MERDataset) -> str:
@@ -81,6 +76,22 @@ def source_id(data: str) -> str:
     """How a run records its data: ``synth:…`` as given, a folder as its absolute path (run
     folders must not depend on the working directory)."""
     return data if str(data).startswith("synth:") else str(Path(data).resolve())
+
+
+# What each command's folder is known by, for refusing another command's folder as --out.
+FOLDER_MARKS = {"run.json": "a run folder (made by `hardymer train`)",
+                "sweep.json": "a sweep folder (made by `hardymer sweep`)",
+                "dataset.json": "a data set folder"}
+
+
+def check_out_folder(path: Path, own: str, kind: str) -> None:
+    """ValueError unless ``path`` can be (or is) a folder of the command whose marker file is
+    ``own`` (``run.json``, ``sweep.json``): no file in the way, no other command's folder."""
+    check_folder_path(path)
+    for name, what in FOLDER_MARKS.items():
+        if name != own and (Path(path) / name).is_file():
+            raise ValueError(f"--out {path} is {what}; a {kind} needs a folder of its own: "
+                             "choose another --out")
 
 
 def dataset_meta(dataset: MERDataset) -> dict:
@@ -173,14 +184,7 @@ class Run:
         """ValueError unless this folder can take (or resume) a run of ``cfg`` on
         ``dataset``: a new folder, or one whose ``run.json`` has the same config and data
         source and whose data have not changed since. Writes nothing."""
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"--out {self.path} is a file; expected a run folder (a new path, "
-                             "or one made by `hardymer train` to resume)")
-        for name, what in (("sweep.json", "a sweep folder (made by `hardymer sweep`)"),
-                           ("dataset.json", "a data set folder")):
-            if (self.path / name).is_file():
-                raise ValueError(f"--out {self.path} is {what}; a run needs a folder of its "
-                                 "own: choose another --out")
+        check_out_folder(self.path, "run.json", "run")
         if not self.exists():
             return
         have = json.loads(self.meta_path.read_text())

@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 
 from ..data import open_data
 from ..data.validate import DataWarning
-from ..fileio import atomic_write_json, check_folder_path, folder_lock
+from ..fileio import atomic_write_json, folder_lock
 from ..models import METHODS, get_method_class
 from ..protocol.conditions import all_fixed_conditions, parse_condition
 from ..protocol.splits import make_folds
 from .config import load_run_config
-from .experiment import check_run, run_experiment, schedule_text
-from .layout import Run, dataset_meta, source_id, versions
+from .experiment import check_run, checked_fold_ids, run_experiment, schedule_text
+from .layout import Run, check_out_folder, dataset_meta, source_id, versions
 from .store import ResultsStore, results_row
 
 TEXT_HINT = ("methods as NAME or NAME:ABLATION (hardymer:no-h-dir), e.g. "
@@ -108,21 +108,18 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
         if not isinstance(raw, dict):
             raise ValueError(f"--config {path}: expected a mapping of grid fields, got "
                              f"{type(raw).__name__}")
+        # Reading a pickle runs code: only the person at the command line may allow it.
+        if raw.pop("trust_pickle", False):
+            raise ValueError(f"--config {path}: trust_pickle is not read from a grid file (a "
+                             "pickle can run code); pass --trust-pickle on the command line "
+                             "to allow reading the label pickle")
         allowed = [f for f in SweepSpec.__dataclass_fields__ if f != "trust_pickle"]
         for key in raw:
-            if key == "trust_pickle":
-                # Reading a pickle runs code: only the person at the command line may allow it.
-                if raw[key]:
-                    raise ValueError(f"--config {path}: trust_pickle is not read from a grid "
-                                     "file (a pickle can run code); pass --trust-pickle on "
-                                     "the command line to allow reading the label pickle")
-                continue
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 raise ValueError(f"--config {path}: unknown key {key!r}"
                                  + (f"; did you mean {close[0]}?" if close else "")
                                  + f" (grid keys: {', '.join(allowed)})")
-        raw.pop("trust_pickle", None)
     raw.update({k: v for k, v in cli.items() if v not in (None, [], "")})
     for k in ("methods", "conditions", "seeds", "set"):
         if k in raw:  # absent: the SweepSpec default (seeds [0], conditions all)
@@ -283,15 +280,7 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
     it to interrupt).
     """
     out = Path(out)
-    check_folder_path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a sweep folder (a new path, or one "
-                         "made by `hardymer sweep` to resume)")
-    for name, what in (("run.json", "a run folder (made by `hardymer train`)"),
-                       ("dataset.json", "a data set folder")):
-        if (out / name).is_file():
-            raise ValueError(f"--out {out} is {what}; a sweep needs a folder of its own: "
-                             "choose another --out")
+    check_out_folder(out, "sweep.json", "sweep")
     if workers < 1:
         raise ValueError(f"--workers {workers}: expected 1 or more processes")
     ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
@@ -314,13 +303,8 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
                 raise ValueError(f"{v.name}: {err}") from None
             folds = make_folds(ds, val_fraction=cfg.train.val_fraction,
                                seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
-            ids = list(range(len(folds))) if spec.folds == "all" else \
-                [int(x) for x in spec.folds.split(",")]
-            bad = [k for k in ids if not 0 <= k < len(folds)]
-            if bad:
-                raise ValueError(f"fold {bad[0]} does not exist; the data set has {len(folds)} "
-                                 f"fold(s) (0..{len(folds) - 1}): "
-                                 f"{', '.join(f.name for f in folds)}")
+            ids = checked_fold_ids(folds, None if spec.folds == "all" else
+                                   [int(x) for x in spec.folds.split(",")])
             Run(_run_dir(out, v.name, seed)).check(cfg, spec.data, ds)
             plans.append((v, seed, cfg, ids, folds[0].scheme))
             if on_plan is not None and seed == spec.seeds[0]:
@@ -332,8 +316,9 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
 
 
 def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell):
-    _check_grid(out, spec)
-    store = SweepFolder(out).store()
+    folder = SweepFolder(out)
+    atomic_write_json(folder.grid_path, _grid(out, spec))  # checked again, now under the lock
+    store = folder.store()
     # Run folders are prepared by the parent, so workers never race on run.json.
     for v, seed, cfg, ids, scheme in plans:
         Run(_run_dir(out, v.name, seed)).prepare(
@@ -347,8 +332,10 @@ def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_ce
                desc=f"sweep {out.name}", disable=not progress, dynamic_ncols=True)
     meta, vers = dataset_meta(ds), versions()
 
+    configs = {(v.name, seed): cfg for v, seed, cfg, _, _ in plans}
+
     def record(unit: Unit, recs: list[dict]) -> None:
-        cfg = _config(spec, unit.variant, unit.seed, ds.family)
+        cfg = configs[unit.variant.name, unit.seed]
         for r in recs:
             row = results_row(dict(r, seed=unit.seed), variant=unit.variant.name,
                               method=unit.variant.method, data=spec.data,
@@ -381,15 +368,10 @@ def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_ce
     return store
 
 
-def _check_grid(out: Path, spec: SweepSpec) -> None:
-    """Write ``sweep.json``, or check it against the stored grid (same methods' definitions;
-    conditions, seeds and folds may grow)."""
-    atomic_write_json(SweepFolder(out).grid_path, _grid(out, spec))
-
-
 def _grid(out: Path, spec: SweepSpec) -> dict:
-    """The ``sweep.json`` this command would write; ValueError when the folder holds another
-    grid. Writes nothing."""
+    """The ``sweep.json`` this command writes: the stored grid grown by this one (same
+    methods' definitions; conditions and seeds may grow); ValueError when the folder holds
+    another grid. Writes nothing."""
     folder = SweepFolder(out)
     want = asdict(spec)
     want.pop("trust_pickle")  # an opt-in of one command, never stored for the next
