@@ -165,11 +165,17 @@ def test_step_scope_retrieves_the_same_candidates(tiny, prepared):
     assert (kp <= 3).all() and (kp >= 0).all()
 
 
-def test_reference_compat_switches_every_choice():
-    eff = HardyConfig(reference_compat=True).effective()
+def test_reference_compat_switches_every_choice_and_each_stays_a_switch(tiny):
+    on = load_run_config("hardymer", tiny.family, ["model.reference_compat=true"])
+    off = load_run_config("hardymer", tiny.family, [])
     for k, v in REFERENCE_CHOICES.items():
-        assert getattr(eff, k) == v
-    assert HardyConfig().effective().k_rule == "ceil"
+        assert on.model[k] == v and off.model[k] == getattr(HardyConfig(), k), k
+    # The user's own setting wins over the group, in either order on the command line.
+    for order in (["model.finetune_scope=fold", "model.reference_compat=true"],
+                  ["model.reference_compat=true", "model.finetune_scope=fold"]):
+        cfg = load_run_config("hardymer", tiny.family, order)
+        assert cfg.model["finetune_scope"] == "fold" and cfg.model["sup_form"] == "views"
+    assert HardyConfig.reference().k_rule == "floor+1" and HardyConfig().k_rule == "ceil"
     with pytest.raises(ValueError, match="model.k_rule"):
         create_method("hardymer", {"a": 4}, 2, "classification", k_rule="round")
 

@@ -45,7 +45,7 @@ def _setup() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         from ..data.validate import DataWarning
-        if issubclass(category, DataWarning):
+        if issubclass(category, DataWarning) or category.__module__.startswith("hardymer"):
             typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
         else:
             previous(message, category, filename, lineno, file, line)
@@ -290,13 +290,13 @@ def train(
 
 
 def _report(out: Path, records, task: str, title: str) -> None:
-    from ..reports.sweep import data_notes, fold_schemes
+    from ..reports.sweep import data_notes, finetune_scopes, fold_schemes
     from ..reports.tables import to_markdown, write_report
     from ..runs.layout import Run
     run = Run(out)
     all_records = run.records()
     protocol = ", ".join(sorted({r["protocol"] for r in all_records}))
-    header = (f"Selection protocol: {protocol}. Folds{fold_schemes(all_records)}: "
+    header = (f"Selection protocol: {protocol}{finetune_scopes(all_records)}. Folds{fold_schemes(all_records)}: "
               f"{', '.join(str(f) for f in sorted({r['fold'] for r in all_records}))}"
               f"{data_notes(all_records)}. "
               f"Seed(s): {', '.join(str(s) for s in sorted({r['seed'] for r in all_records}))}. "

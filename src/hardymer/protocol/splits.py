@@ -167,3 +167,24 @@ def _carve(train: np.ndarray, fraction: float, rng: np.random.Generator):
 
 def _natural(s: str):
     return (0, int(s)) if s.isdigit() else (1, s)
+
+
+def official_train_sequences(dataset: MERDataset) -> tuple[np.ndarray, str]:
+    """The data's official training split, as the reference fine-tunes on it: the sequences
+    whose ``split`` is ``train`` when every row has a split (CMU-MOSI/MOSEI: ``trainVids``),
+    else every session but the last (IEMOCAP's ``trainVid`` = sessions 1-4). Returns the
+    sequence positions and a description ("sessions 1, 2, 3, 4")."""
+    split = _filled(dataset, "split")
+    if split is not None and split.all():
+        s = dataset.sequence_column("split").astype(str)
+        return np.nonzero(s == "train")[0], "split train"
+    if _filled(dataset, "session") is None or not _filled(dataset, "session").all():
+        raise DataError("an official training split needs a split column (train/val/test) or "
+                        "a session column on every row; use model.finetune_scope=fold",
+                        field="session")
+    sess = dataset.sequence_column("session").astype(str)
+    names = sorted(set(sess), key=_natural)
+    if len(names) < 2:
+        raise DataError("an official training split needs at least two sessions; use "
+                        "model.finetune_scope=fold", field="session")
+    return np.nonzero(sess != names[-1])[0], "sessions " + ", ".join(names[:-1])

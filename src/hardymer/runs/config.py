@@ -97,8 +97,14 @@ def load_run_config(method: str, family: str = "iemocap", overrides: list[str] |
         except OmegaConfBaseException as err:
             raise ValueError(f"--set: {str(err).splitlines()[0]}") from None
         layers.append(_checked(dotlist, schema, "--set"))
+    n_presets = len(preset_files(method, family))
     try:
         merged = OmegaConf.merge(schema, *layers)
+        groups = {k: v for k, v in cls.flag_presets.items() if merged.model.get(k) is True}
+        if groups:  # flag groups go over the presets and under the user's layers
+            layers.insert(n_presets, OmegaConf.create(
+                {"model": {k: v for g in groups.values() for k, v in g.items()}}))
+            merged = OmegaConf.merge(schema, *layers)
         model = OmegaConf.to_object(merged.model)
         train = OmegaConf.to_object(merged.train)
         budget = OmegaConf.to_object(merged.budget)

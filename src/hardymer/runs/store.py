@@ -28,7 +28,7 @@ _FIXED = {
     "dataset": "TEXT", "task": "TEXT", "family": "TEXT", "n_classes": "INTEGER",
     "generated": "INTEGER", "n_dropped": "INTEGER", "condition": "TEXT NOT NULL",
     "fold": "INTEGER NOT NULL", "fold_name": "TEXT", "fold_scheme": "TEXT",
-    "seed": "INTEGER NOT NULL", "protocol": "TEXT NOT NULL",
+    "seed": "INTEGER NOT NULL", "protocol": "TEXT NOT NULL", "finetune_scope": "TEXT",
     "selected_epoch": "INTEGER", "seconds": "REAL", "n_train": "INTEGER", "n_test": "INTEGER",
     "config": "TEXT", "versions": "TEXT", "run_dir": "TEXT", "finished_at": "TEXT",
 }
@@ -43,7 +43,8 @@ def results_row(record: dict, *, variant: str, method: str, data: str, config: d
             "condition": record["condition"], "fold": record["fold"],
             "fold_name": record.get("fold_name"), "fold_scheme": record.get("fold_scheme"),
             "seed": record["seed"],
-            "protocol": record["protocol"], "selected_epoch": record.get("selected_epoch"),
+            "protocol": record["protocol"], "finetune_scope": record.get("finetune_scope"),
+            "selected_epoch": record.get("selected_epoch"),
             "seconds": record.get("seconds"), "n_train": record.get("n_train"),
             "n_test": record.get("n_test"), "config": config, "run_dir": run_dir,
             **meta, "versions": versions,

@@ -68,6 +68,10 @@ class Method(nn.Module):
     ablations: ClassVar[dict[str, "Ablation"]] = {}
     #: Named switches that are not ablations, ``flag -> override`` (``--reference-compat``).
     switches: ClassVar[dict[str, str]] = {}
+    #: Groups of model values a boolean field turns on, ``field -> {key: value}``
+    #: (HARDY-MER's ``reference_compat``): applied over the presets and under the user's own
+    #: settings, so ``--set`` can change any one of them.
+    flag_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Whether cells store per-sample hardness that :meth:`hardness_plan` reads back
     #: (``hardymer hardness`` and the report's hardness section).
     records_hardness: ClassVar[bool] = False
@@ -93,6 +97,14 @@ class Method(nn.Module):
         loss = task_loss(self(batch), batch, self.task)
         return loss, {"task": float(loss.detach())}
 
+    def stage_steps(self, batch: Batch, stage: Stage):
+        """The optimizer steps of one batch, as ``(loss, parts)`` pairs; the trainer zeroes the
+        gradients once per batch, then for each pair calls ``backward`` and ``step``, so step
+        j uses the gradients of pairs 0..j (HARDY-MER's reference form: one step per view).
+        A generator: each loss is computed after the previous step. Default: one step with
+        :meth:`stage_loss`."""
+        yield self.stage_loss(batch, stage)
+
     # --- checks and schedule, asked before anything is written ------------------------------
     @classmethod
     def check_config(cls, config) -> None:
@@ -115,6 +127,12 @@ class Method(nn.Module):
             if (name.endswith(("lr",) + sizes) or name.startswith("n_")) and \
                     not all(v > 0 for v in values):
                 raise ValueError(f"model.{name}={value!r}; expected a value > 0")
+
+    @classmethod
+    def record_fields(cls, config) -> dict[str, Any]:
+        """Facts about how a result was made that every result row records (HARDY-MER:
+        ``finetune_scope``); default: none."""
+        return {}
 
     @classmethod
     def preparation(cls, config, modalities) -> list[tuple[str, int]]:

@@ -196,16 +196,20 @@ class Trainer:
         n_batches, n_utts, t0 = 0, 0, time.perf_counter()
         for batch in loader:
             batch = batch.to(self.device)
-            loss, parts = method.stage_loss(batch, stage)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)   # once per batch: steps of one batch add up
+            n_steps, batch_sums = 0, {}
+            for loss, parts in method.stage_steps(batch, stage):
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                optimizer.step()
+                n_steps += 1
+                for k, v in {"loss": float(loss.detach()), **parts}.items():
+                    batch_sums[k] = batch_sums.get(k, 0.0) + v
             n_batches += 1
             n_utts += batch.n_utterances
-            for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
+            for k, v in batch_sums.items():   # a batch of several steps logs their mean
+                sums[k] = sums.get(k, 0.0) + v / max(n_steps, 1)
         row = {"epoch": epoch, "stage": stage.name,
                **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
                "train_seconds": time.perf_counter() - t0,

@@ -7,6 +7,7 @@ curriculum plans (one per distinct training mask, also cached in the cell folder
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,13 +17,27 @@ import torch
 from ...data.dataset import MERDataset, collate
 from ...fileio import atomic_write_json
 from ...protocol.conditions import canonical_name, parse_condition
+from ...protocol.splits import official_train_sequences
 from ...retrieval import FeatureDatabase, retrieve_supports, support_counts
 from ...training.loaders import FoldData
 from ...training.trainer import Trainer, resolve_device
 from .estimate import batch_hardness_terms, combine_hardness, hardness_terms, reference_embeddings
 from .finetune import FinetuneConfig, finetune_features
 from .plan import CurriculumPlan, build_plan, mask_digest, rank_candidates
+from .reference import ReferenceTeacher, ReferenceTeacherConfig, view_batches
 from .teacher import Teacher, TeacherConfig, label_bins
+
+
+class LeakWarning(UserWarning):
+    """Features shaped by labels of utterances the fold tests on."""
+
+
+def finetune_leak_message(what: str, n_sequences: int) -> str:
+    return (f"model.finetune_scope=official-split: features fine-tuned once on the official "
+            f"training split ({what}) and reused in every fold; {n_sequences} of this fold's "
+            "test sequences are in that split, so their test labels shaped these features "
+            "(the reference code's protocol: test labels of folds 1-4 shaped these features). "
+            "Every result row records finetune_scope.")
 
 
 def teacher_config(cfg) -> TeacherConfig:
@@ -32,16 +47,27 @@ def teacher_config(cfg) -> TeacherConfig:
     return TeacherConfig(**shared, mask_mode=cfg.teacher_mask)
 
 
+def reference_teacher_config(cfg) -> ReferenceTeacherConfig:
+    shared = {k: getattr(cfg, k) for k in ("hidden", "depth", "heads", "dropout", "attn_dropout",
+                                           "attention", "prenorm")}
+    return ReferenceTeacherConfig(**shared, rec_target=cfg.rec_target, attn_slip=cfg.attn_slip,
+                                  row_bug=cfg.row_bug, mask_mode=cfg.teacher_mask)
+
+
 def train_teacher(cfg, dataset: MERDataset, fold, train_config, condition_text: str | None,
-                  workdir: Path | None, progress: bool) -> Teacher:
+                  workdir: Path | None, progress: bool):
     """Train (or resume / read back) the teacher of a fold; returns it frozen, in eval mode."""
     torch.manual_seed(cfg.teacher_seed)
-    teacher = Teacher(teacher_config(cfg), dataset.dims, dataset.n_classes, dataset.task)
-    train_ids = dataset.rows_of(fold.train)
-    y = label_bins(torch.from_numpy(dataset.labels[train_ids]), dataset.task,
-                   teacher.config.n_bins)
-    prior = torch.bincount(y, minlength=teacher.log_prior.numel()).double() + 1.0
-    teacher.log_prior.copy_((prior / prior.sum()).log().float())
+    if cfg.teacher_kind == "reference":
+        teacher = ReferenceTeacher(reference_teacher_config(cfg), dataset.dims,
+                                   dataset.n_classes, dataset.task)
+    else:
+        teacher = Teacher(teacher_config(cfg), dataset.dims, dataset.n_classes, dataset.task)
+        train_ids = dataset.rows_of(fold.train)
+        y = label_bins(torch.from_numpy(dataset.labels[train_ids]), dataset.task,
+                       teacher.config.n_bins)
+        prior = torch.bincount(y, minlength=teacher.log_prior.numel()).double() + 1.0
+        teacher.log_prior.copy_((prior / prior.sum()).log().float())
     mods = dataset.modalities
     cond = parse_condition(condition_text or canonical_name(mods, mods), mods)
     tcfg = replace(train_config, seed=cfg.teacher_seed, epochs=list(cfg.teacher_epochs))
@@ -61,8 +87,17 @@ def prepare_context(cfg, dataset: MERDataset, fold, train_config, workdir: Path 
     raw = dataset
     if cfg.finetune:
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                            seed=cfg.finetune_seed, crossfit=cfg.finetune_crossfit)
-        feats = finetune_features(dataset, fold.train, fold.val, ft, device,
+                            seed=cfg.finetune_seed, crossfit=cfg.finetune_crossfit,
+                            batch_size=cfg.finetune_batch, net=cfg.finetune_net)
+        train, val = fold.train, fold.val
+        if cfg.finetune_scope == "official-split":
+            train, what = official_train_sequences(dataset)
+            val = np.array([], np.int64)
+            leaked = np.intersect1d(train, fold.test)
+            if len(leaked):
+                warnings.warn(finetune_leak_message(what, len(leaked)), LeakWarning,
+                              stacklevel=2)
+        feats = finetune_features(dataset, train, val, ft, device,
                                   workdir / "finetune" if workdir else None, progress)
         dataset = replace(dataset, features=feats)
     # The features the teacher reads: raw (default) or the fine-tuned ones.
@@ -173,6 +208,14 @@ class FoldContext:
             return np.full(len(d_raw), cfg.k, np.int64)
         _, _, h = self._combine(d_raw, i_raw, cfg, "minmax")
         return support_counts(h, cfg.k, cfg.k_rule)
+
+    def view_batches(self, batch, cfg, plan_h=None):
+        """The reference's k + 1 views of a batch (:func:`reference.view_batches`)."""
+        teacher = self.teacher if cfg.teacher_kind == "reference" and cfg.needs_teacher \
+            else None
+        if teacher is not None:
+            teacher.to(batch.utt_mask.device)
+        return view_batches(batch, cfg, self.database, self.dataset.features, teacher, plan_h)
 
     # --- the reference's per-step pipeline (plan_scope="step") --------------------------------
     @torch.no_grad()

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ...data.dataset import MERDataset
 from ...fileio import atomic_path, atomic_save_npy, atomic_write_json
 from ...metrics import better, compute_metrics, default_selection_metric
+from .reference import ReferenceFinetuner
 
 
 @dataclass
@@ -40,6 +41,8 @@ class FinetuneConfig:
     seed: int = 152              # the reference's fine-tuning seed
     crossfit: int = 0            # K > 1: training rows get features from a fine-tuner that
                                  # did not see them (K folds of training sequences); 0: off
+    net: str = "ours"            # "reference": models.FineTuning (fc2 pre-activation feature,
+                                 # CE on its softmax output), the last epoch kept
 
 
 class FeatureFinetuner(nn.Module):
@@ -53,6 +56,20 @@ class FeatureFinetuner(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self(x)
+        return F.cross_entropy(out, y) if out.shape[-1] > 1 else F.mse_loss(out[:, 0], y.float())
+
+
+def new_finetuner(net: str, dim: int, n_outputs: int, dropout: float) -> nn.Module:
+    """Our fine-tuning network, or the reference's ``FineTuning`` (``net="reference"``)."""
+    if net == "reference":
+        return ReferenceFinetuner(dim, n_outputs)
+    return FeatureFinetuner(dim, n_outputs, dropout)
 
 
 def _split_rows(dataset: MERDataset, seqs: np.ndarray, m_i: int) -> np.ndarray:
@@ -76,7 +93,7 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
         raise ValueError(f"modality {modality!r} has no available training utterance in this "
                          "fold: it cannot be fine-tuned (set model.finetune=false)")
     torch.manual_seed(cfg.seed + m_i)
-    net = FeatureFinetuner(x_all.shape[1], dataset.n_classes, cfg.dropout).to(device)
+    net = new_finetuner(cfg.net, x_all.shape[1], dataset.n_classes, cfg.dropout).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     xt = torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
     yt = torch.from_numpy(dataset.labels[tr]).to(device)
@@ -88,13 +105,11 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
         net.train()
         for idx in torch.randperm(len(tr), generator=gen).split(cfg.batch_size):
             idx = idx.to(device)
-            out = net(xt[idx])
-            loss = (F.cross_entropy(out, yt[idx]) if task == "classification"
-                    else F.mse_loss(out[:, 0], yt[idx].float()))
+            loss = net.loss(xt[idx], yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if len(va):
+        if len(va) and cfg.net != "reference":   # the reference keeps its last epoch
             res = _evaluate(net, dataset, modality, va, device)
             history.append({"epoch": epoch, **res})
             if better(metric, res[metric], best):
@@ -131,15 +146,15 @@ def transform(net: FeatureFinetuner, x: np.ndarray, device: torch.device,
     out = np.empty(x.shape, dtype=np.float32)
     for a in range(0, x.shape[0], chunk):
         xb = torch.from_numpy(np.asarray(x[a:a + chunk], np.float32)).to(device)
-        out[a:a + chunk] = net.encoder(xb).cpu().numpy()
+        out[a:a + chunk] = net.features(xb).cpu().numpy()
     return out
 
 
 @torch.no_grad()
 def _evaluate(net, dataset, modality, rows, device) -> dict:
     net.eval()
-    out = net.head(torch.from_numpy(transform(net, dataset.features[modality][rows], device))
-                   .to(device)).cpu().numpy()
+    x = torch.from_numpy(np.asarray(dataset.features[modality][rows], np.float32)).to(device)
+    out = net(x).cpu().numpy()
     pred = out.argmax(-1) if dataset.task == "classification" else out[:, 0]
     return compute_metrics(dataset.task, dataset.labels[rows], pred)
 
@@ -158,6 +173,8 @@ def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.
             "dims": dataset.dims}
     if meta_path is not None and meta_path.is_file():
         have = json.loads(meta_path.read_text())
+        # fields added since a cache was written keep their default (its behaviour)
+        have["config"] = {**asdict(FinetuneConfig()), **have.get("config", {})}
         nets_saved = all((workdir / f"{m}.safetensors").is_file() for m in dataset.modalities)
         if {k: have.get(k) for k in want} == want and nets_saved:
             return {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
@@ -177,13 +194,16 @@ def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.
     return out
 
 
-def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> FeatureFinetuner:
+def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> nn.Module:
     """The fold's saved fine-tuning network of one modality (eval mode), for new utterances."""
     path = Path(workdir) / f"{modality}.safetensors"
+    meta = Path(workdir) / "finetune.json"
+    kind = json.loads(meta.read_text())["config"].get("net", "ours") if meta.is_file() \
+        else "ours"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: this run was trained before fine-tuning "
                                 "networks were saved; train it again into a new --out to "
                                 "predict new utterances")
-    net = FeatureFinetuner(dim, n_outputs, dropout=0.0)
+    net = new_finetuner(kind, dim, n_outputs, dropout=0.0)
     net.load_state_dict(load_file(path))
     return net.eval()

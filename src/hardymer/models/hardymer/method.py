@@ -27,20 +27,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ...data.dataset import Batch, MERDataset, collate
-from ...training.method import Ablation, Stage, per_utterance_loss
+from ...training.method import Ablation, Stage, per_utterance_loss, task_loss
 from ..decoder import ModalityDecoders, reconstruction_error
 from ..momke import MoMKE, MoMKEConfig
 from ..registry import register_method
 from .context import prepare_context
 from .plan import first_plan
 from .predict import HardyPredictExtras
+from .reference import ReferenceDecoder
+from .reference import rec_loss as reference_rec_loss
 
-# What --reference-compat switches on: the reference code's choices (spec §4).
-REFERENCE_CHOICES = {"hardness_fusion": "sigmoid", "hardness_scope": "batch",
-                     "k_rule": "floor+1", "ranking": "merge-order", "support_labels": "query",
-                     "sup_form": "explicit"}
+# What --reference-compat (model.reference_compat=true) sets: the reference code's computation
+# (spec §4, notes/reference-mechanism.md, models/hardymer/reference.py). Applied over the
+# presets and under the user's --set, so any one of them can be changed back.
+REFERENCE_CHOICES = {
+    # hardness and retrieval (train_our.py)
+    "hardness_fusion": "sigmoid", "hardness_scope": "batch", "k_rule": "floor+1",
+    "ranking": "merge-order", "support_labels": "query", "sup_form": "views",
+    "view_steps": "view",
+    # teacher (models.EasyReconstructModel, train_teacher.py): one per condition, raw features
+    "teacher_kind": "reference", "teacher_mask": "condition", "teacher_features": "raw",
+    "rec_target": "masked", "attn_slip": True, "row_bug": True,
+    # student (models.OurModel): each modality through its own expert, one decoder, text L2
+    "mixing": False, "decoder": "reference", "text_l2": True,
+    # fine-tuning (models.FineTuning, train_fine_tuning.py: lr 1e-4, batch 16, sessions 1-4)
+    "finetune_net": "reference", "finetune_scope": "official-split", "finetune_lr": 1e-4,
+    "finetune_batch": 16,
+}
 
 
 # The paper's ablations (§2) as one-word names; each is one config switch, and each has a row
@@ -67,7 +83,12 @@ class HardyConfig(MoMKEConfig):
     lambda_sup: float = 1.0
     lambda_rec: float = 1.0
     rec_norm: str = "mse"              # "mse" (per-dim squared error) or "l2" (literal norm)
-    sup_form: str = "auto"             # "auto", "weights" or "explicit"
+    sup_form: str = "auto"             # "auto", "weights", "explicit" or "views" (reference:
+                                       # k+1 neighbour views under x's mask with x's label)
+    view_steps: str = "batch"          # views: one step per batch, or "view" (reference: one
+                                       # optimizer step per view, gradients accumulated)
+    decoder: str = "per-modality"      # "reference": one Linear-ReLU-Linear, 1024 wide
+    text_l2: bool = False              # reference: text features L2-normalised at input
     # ablations
     use_h_dir: bool = True
     use_h_ind: bool = True
@@ -88,7 +109,11 @@ class HardyConfig(MoMKEConfig):
     plan_scope: str = "fold"           # "step": teacher + FAISS inside every step (reference
                                        # cost profile; for benchmarks)
     index: str = "flat"                # "ivf" or "hnsw" for large databases
+    row_bug: bool = False              # reference: masks/hardness on transposed rows
     # teacher
+    teacher_kind: str = "ours"         # "reference": EasyReconstructModel, entropy MI
+    rec_target: str = "true"           # reference teacher: "masked" (zeros, the reference's)
+    attn_slip: bool = False            # reference teacher: cross-attention dropout p = 1.0
     teacher_epochs: list[int] = field(default_factory=lambda: [100, 100])
     teacher_seed: int = 334
     teacher_mask: str = "random"       # "condition": one teacher per (fold, condition)
@@ -102,24 +127,35 @@ class HardyConfig(MoMKEConfig):
     finetune_lr: float = 1e-3
     finetune_seed: int = 152
     finetune_crossfit: int = 0         # K > 1: cross-fitted training features (ours; off = paper)
+    finetune_batch: int = 64           # utterances per step (reference: 16)
+    finetune_net: str = "ours"         # "reference": FineTuning MLP, fc2 pre-activation
+                                       # feature, double softmax, last epoch kept
+    finetune_scope: str = "fold"       # "official-split": trained once on the data's official
+                                       # training split (IEMOCAP sessions 1-4) for every fold —
+                                       # the reference's; test labels of other folds leak
 
-    def effective(self) -> "HardyConfig":
-        """This config with the reference choices applied when ``reference_compat``."""
-        return replace(self, **REFERENCE_CHOICES) if self.reference_compat else self
+    @classmethod
+    def reference(cls, **changes) -> "HardyConfig":
+        """The reference code's computation (what ``--reference-compat`` resolves to), with
+        ``changes`` over it; config loading does the same from the flag."""
+        return cls(**{"reference_compat": True, **REFERENCE_CHOICES, **changes})
 
     @property
     def needs_teacher(self) -> bool:
         return self.retrieval and self.use_hardness and (self.use_h_dir or self.use_h_ind)
 
 
-_CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit"),
+_CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit", "views"),
             "hardness_fusion": ("sum", "sigmoid"), "hardness_norm": ("minmax", "rank"),
             "hardness_scope": ("train", "batch"), "k_rule": ("ceil", "floor+1"),
             "ranking": ("combined", "merge-order"), "support_labels": ("own", "query"),
             "plan_scope": ("fold", "step"), "index": ("flat", "ivf", "hnsw"),
             "teacher_mask": ("random", "condition"),
             "ind_estimator": ("label-pmi", "infonce"), "teacher_features": ("raw", "finetuned"),
-            "dir_error": ("mse", "whitened")}
+            "dir_error": ("mse", "whitened"), "view_steps": ("batch", "view"),
+            "decoder": ("per-modality", "reference"), "teacher_kind": ("ours", "reference"),
+            "rec_target": ("true", "masked"), "finetune_net": ("ours", "reference"),
+            "finetune_scope": ("fold", "official-split")}
 
 
 def check_config(cfg: HardyConfig) -> None:
@@ -139,6 +175,7 @@ class HardyMER(MoMKE):
     stage_names = ("unimodal", "mixing")
     ablations = ABLATIONS
     switches = {"reference-compat": "model.reference_compat=true"}
+    flag_presets = {"reference_compat": REFERENCE_CHOICES}
     records_hardness = True
     budget_fields = ("teacher_epochs", "finetune_epochs")
 
@@ -147,8 +184,14 @@ class HardyMER(MoMKE):
         check_config(config)
 
     @classmethod
+    def record_fields(cls, config) -> dict:
+        """Whose labels shaped the features: ``fold`` (the fold's training split),
+        ``official-split`` (the reference's leak) or ``none`` (raw features)."""
+        return {"finetune_scope": config.finetune_scope if config.finetune else "none"}
+
+    @classmethod
     def preparation(cls, config, modalities) -> list[tuple[str, int]]:
-        cfg = config.effective()
+        cfg = config
         stages = [(f"fine-tuning {m}", cfg.finetune_epochs) for m in modalities] \
             if cfg.finetune else []
         if cfg.needs_teacher:
@@ -160,9 +203,10 @@ class HardyMER(MoMKE):
     def __init__(self, config: HardyConfig, dims, n_outputs, task):
         check_config(config)
         super().__init__(config, dims, n_outputs, task)
-        self.cfg = config.effective()
+        self.cfg = config
         D, M = config.hidden, len(self.modalities)
-        self.decoders = ModalityDecoders(M * D, D, dims)
+        self.decoders = (ReferenceDecoder(M * D, dims) if config.decoder == "reference"
+                         else ModalityDecoders(M * D, D, dims))
         self.ctx = None
         self._plan = None
 
@@ -170,7 +214,7 @@ class HardyMER(MoMKE):
     @classmethod
     def prepare_fold(cls, config, dataset, fold, train_config, workdir, progress=True):
         check_config(config)
-        return prepare_context(config.effective(), dataset, fold, train_config, workdir,
+        return prepare_context(config, dataset, fold, train_config, workdir,
                                progress)
 
     @classmethod
@@ -208,7 +252,9 @@ class HardyMER(MoMKE):
             self._plan = None
             return
         self._mask = data.train_mask(epoch)
-        if self.cfg.plan_scope == "step":
+        if self.cfg.plan_scope == "step" or (self._form() == "views"
+                                             and self.cfg.teacher_kind == "reference"):
+            # per-batch hardness from the reference teacher: no plan for the whole split
             self._plan = None
             return
         self._plan = self.ctx.plan(self._mask, epoch, self.workdir)
@@ -217,14 +263,62 @@ class HardyMER(MoMKE):
         self._weights = torch.from_numpy(self._plan.weights(n)).float()
 
     # --- forward ------------------------------------------------------------------------------
+    def inputs(self, batch: Batch) -> Batch:
+        """The batch as the model reads it: with ``text_l2`` the text modality ``t`` is
+        L2-normalised (the reference does it at every step, test time included)."""
+        if not self.cfg.text_l2 or "t" not in batch.x:
+            return batch
+        return replace(batch, x={**batch.x, "t": F.normalize(batch.x["t"], dim=-1)})
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return super().forward(self.inputs(batch))
+
+    def unimodal_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return super().unimodal_logits(self.inputs(batch))
+
     def forward_all(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch = self.inputs(batch)
         fused = self.fused(self.mixed_representations(batch))
         return self.head(fused), self.decoders(fused)
+
+    def stage_steps(self, batch: Batch, stage: Stage):
+        """One step per batch, or with ``sup_form=views`` the reference's k + 1 views: each a
+        loss ``L_task(view, query labels) + lambda_rec L_rec(view)``, one optimizer step per
+        view (``view_steps=view``, gradients accumulated across the batch's views) or their
+        sum in one step (``view_steps=batch``)."""
+        if stage.name != "mixing" or self.ctx is None or not self.cfg.retrieval or \
+                self._form() != "views":
+            yield self.stage_loss(batch, stage)
+            return
+        plan_h = None
+        if self.cfg.teacher_kind != "reference" and self._plan is not None:
+            rows = self._rows[batch.index.clamp(min=0).cpu().numpy()]
+            plan_h = np.where(batch.utt_mask.cpu().numpy() & (rows >= 0),
+                              self._plan.h[np.maximum(rows, 0)], 0.0)
+        views = self.ctx.view_batches(batch, self.cfg, plan_h)
+        if self.cfg.view_steps == "view":
+            for view in views:
+                yield self._view_loss(view)
+            return
+        losses = [self._view_loss(v) for v in views]
+        yield sum(l for l, _ in losses), {k: sum(p[k] for _, p in losses) / len(losses)
+                                          for k in losses[0][1]}
+
+    def _view_loss(self, view: Batch):
+        logits, recon = self.forward_all(view)
+        target = self.inputs(view).x
+        cls = task_loss(logits, view, self.task)
+        seen = view.available.flatten(0, 1).any(0)
+        missing = (~seen).to(logits.dtype).expand(view.available.shape)
+        rec = reference_rec_loss(recon, target, missing, view.utt_mask, self.cfg.row_bug)
+        loss = cls + self.cfg.lambda_rec * rec
+        return loss, {"task": float(cls.detach()), "rec": float(rec.detach())}
 
     def stage_loss(self, batch: Batch, stage: Stage):
         if stage.name != "mixing":
             return super().stage_loss(batch, stage)
         cfg = self.cfg
+        batch = self.inputs(batch)
         logits, recon = self.forward_all(batch)
         valid = batch.utt_mask
         n = valid.sum().clamp(min=1)
@@ -247,6 +341,8 @@ class HardyMER(MoMKE):
 
     def _form(self) -> str:
         cfg = self.cfg
+        if cfg.sup_form == "views":
+            return "views"
         if (cfg.sup_form == "explicit" or cfg.support_labels == "query"
                 or cfg.hardness_scope == "batch" or cfg.plan_scope == "step"):
             return "explicit"

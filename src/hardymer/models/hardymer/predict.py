@@ -30,7 +30,7 @@ class HardyPredictExtras(PredictExtras):
 
     def __init__(self, config, fold_dir: Path, dataset: MERDataset, inputs: MERDataset,
                  reference: MERDataset, train_ids: np.ndarray, device: torch.device):
-        self.cfg = config.effective()
+        self.cfg = config
         self.fold_dir, self.dataset, self.inputs = Path(fold_dir), dataset, inputs
         self.teacher_view = reference        # what training's teacher and plans read
         self.train_ids, self.device = train_ids, device
