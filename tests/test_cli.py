@@ -161,3 +161,40 @@ def test_quickstart_ends_with_the_report(tmp_path):
     for name in ("table.md", "table.tex", "published.md", "paired.md", "conditions.png",
                  "hardness/hardymer/hardness.csv"):
         assert (out / "report" / name).is_file(), name
+
+
+def test_reference_compat_end_to_end_with_the_papers_protocol(run_dir):
+    root = run_dir[0]
+    out = root / "reference"
+    res = invoke("train", "--data", root / "data", "--method", "hardymer", "--condition", "at",
+                 "--fold", 0, "--out", out, "--reference-compat", "--protocol", "paper", *HARDY)
+    assert res.exit_code == 0, res.output
+    assert "warning: model.finetune_scope=official-split" in res.output
+    assert "test labels of folds 1-4 shaped these features" in res.output
+    assert "feature fine-tuning: official-split" in res.output        # the report header
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert cfg["model"]["sup_form"] == "views" and cfg["model"]["view_steps"] == "view"
+    assert cfg["model"]["teacher_kind"] == "reference" and cfg["train"]["protocol"] == "paper"
+    (rec,) = Run(out).records()
+    assert rec["finetune_scope"] == "official-split" and rec["protocol"] == "paper"
+    assert (out / "fold0" / "at" / "teacher" / "last.json").is_file()   # one per condition
+    res = invoke("evaluate", out, "--condition", "at", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["WA"] == pytest.approx(rec["test_WA"])
+    # Training uses per-batch hardness; the plan of the reference teacher's per-utterance
+    # terms is still stored, so a user can look at which samples it found hard.
+    res = invoke("hardness", out, "--out", root / "reference-hardness")
+    assert res.exit_code == 0, res.output
+
+
+def test_reference_compat_without_its_leak(run_dir):
+    root = run_dir[0]
+    out = root / "reference-fold"
+    res = invoke("train", "--data", root / "data", "--method", "hardymer", "--condition", "t",
+                 "--fold", 0, "--out", out, "--set", "model.finetune_scope=fold",
+                 "--reference-compat", *HARDY)
+    assert res.exit_code == 0, res.output
+    assert "official-split" not in res.output
+    (rec,) = Run(out).records()
+    assert rec["finetune_scope"] == "fold"
+    assert json.loads((out / "run.json").read_text())["config"]["model"]["sup_form"] == "views"

@@ -224,16 +224,21 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, monkeypatch, kill
         assert resumed[key] == full[key], key
 
 
-def test_crossfit_changes_training_rows_only(tiny):
-    fold = make_folds(tiny)[0]
-    plain = finetune_features(tiny, fold.train, fold.val, FinetuneConfig(epochs=1),
-                              torch.device("cpu"))
-    cross = finetune_features(tiny, fold.train, fold.val, FinetuneConfig(epochs=1, crossfit=3),
-                              torch.device("cpu"))
-    train_rows = np.concatenate([tiny.sequences[s] for s in fold.train])
-    test_rows = np.concatenate([tiny.sequences[s] for s in fold.test])
-    np.testing.assert_array_equal(plain["a"][test_rows], cross["a"][test_rows])
-    assert not np.allclose(plain["a"][train_rows], cross["a"][train_rows])
+def test_retired_crossfit_loads_when_off_and_stops_when_it_was_used(tiny, tmp_path):
+    import json
+    cfg = load_run_config("hardymer", tiny.family, SMALL)
+    conds = [parse_condition("a", tiny.modalities)]
+    (first,) = run_experiment(cfg, tiny, conds, [0], tmp_path, progress=False)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["config"]["model"]["finetune_crossfit"] = 0      # as written before it was removed
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (again,) = run_experiment(cfg, tiny, conds, [0], tmp_path, progress=False)
+    assert again == first
+    meta["config"]["model"]["finetune_crossfit"] = 5
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    from hardymer.runs.layout import Run
+    with pytest.raises(ValueError, match="model.finetune_crossfit=5"):
+        Run(tmp_path).config
 
 
 def test_old_run_folder_without_new_fields_resumes(tiny, tmp_path):
@@ -242,7 +247,7 @@ def test_old_run_folder_without_new_fields_resumes(tiny, tmp_path):
     conds = [parse_condition("a", tiny.modalities)]
     (first,) = run_experiment(cfg, tiny, conds, [0], tmp_path, progress=False)
     meta = json.loads((tmp_path / "run.json").read_text())
-    del meta["config"]["model"]["finetune_crossfit"]       # as written by an older version
+    del meta["config"]["model"]["finetune_scope"]          # as written by an older version
     (tmp_path / "run.json").write_text(json.dumps(meta))
     (again,) = run_experiment(cfg, tiny, conds, [0], tmp_path, progress=False)
     assert again == first

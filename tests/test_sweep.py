@@ -132,9 +132,10 @@ def test_published_rows_match_method_and_ablation_names():
     recs = [{"method": m, "base_method": "hardymer", "condition": "at", "fold": 0, "seed": 0,
              "test_WA": 0.5, "test_UA": 0.4, "test_F1": 0.45, "family": "iemocap",
              "n_classes": 4, "task": "classification", "generated": 0}
-            for m in ("hardymer", "hardymer:no-h", "hardymer-wide")]
+            for m in ("hardymer", "hardymer:no-h", "hardymer-wide", "hardymer:reference")]
     df, note = published_comparison(summarize(recs, "classification"), recs,
-                                    ["hardymer", "hardymer:no-h", "hardymer-wide"])
+                                    ["hardymer", "hardymer:no-h", "hardymer-wide",
+                                     "hardymer:reference"])
     pub = load_published().query("dataset == 'iemocap4' and condition == 'at' and metric == 'WA'")
     got = df.query("metric == 'WA'").set_index(["method", "source"])["published"]
     want_full = pub.query("method == 'hardymer'").set_index("source")["value"] * 100
@@ -142,6 +143,8 @@ def test_published_rows_match_method_and_ablation_names():
     assert got.loc["hardymer"].round(2).to_dict() == want_full.round(2).to_dict()
     assert float(got.loc["hardymer:no-h"].iloc[0]) == pytest.approx(want_noh, abs=0.005)
     assert "hardymer-wide" not in set(df["method"])          # a custom variant: no comparison
+    # The reference code's form is compared with the paper's own row.
+    assert got.loc["hardymer:reference"].round(2).to_dict() == want_full.round(2).to_dict()
     row = df.query("method == 'hardymer:no-h' and metric == 'WA'").iloc[0]
     assert row["ours − published"] == pytest.approx(50.0 - want_noh, abs=0.01)
 
@@ -183,3 +186,16 @@ def test_report_canonical_conditions_and_fair_pairs():
             if not (m == "B" and s == 1 and c == "t")]
     df, _ = paired_differences(recs, "classification", ["A", "B"])
     assert df.iloc[0]["pairs"] == 1 and df.iloc[0]["mean A − B"] == 0.0
+
+
+def test_reference_variant_in_a_sweep_takes_the_users_changes(tmp_path):
+    sets = ["hardymer:train.epochs=[1,1]", "hardymer:model.hidden=16", "hardymer:model.depth=1",
+            "hardymer:model.teacher_epochs=[1,1]", "hardymer:model.finetune_epochs=1",
+            "hardymer:model.finetune_scope=fold", "train.batch_size=8"]
+    spec = load_spec(None, data="synth:tiny", methods=["hardymer:reference"], conditions=["t"],
+                     seeds=[0], folds="0", set=sets)
+    run_sweep(spec, tmp_path, progress=False)
+    (row,) = ResultsStore(tmp_path / "results.sqlite").frame().to_dict("records")
+    cfg = json.loads(row["config"])
+    assert cfg["model"]["sup_form"] == "views" and cfg["model"]["finetune_scope"] == "fold"
+    assert row["finetune_scope"] == "fold" and row["variant"] == "hardymer:reference"

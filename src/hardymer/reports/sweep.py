@@ -51,8 +51,8 @@ def published_name(variant: str) -> str:
     method, _, ablation = variant.partition(":")
     if method in METHODS:
         found = METHODS.get(method).ablations.get(ablation)
-        if found is not None and found.published:
-            return f"{method} {found.published}"
+        if found is not None and found.published is not None:   # "": the method's own row
+            return f"{method} {found.published}".strip()
     return variant
 
 

@@ -33,8 +33,24 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(method=d["method"], model=dict(d["model"]),
+        return cls(method=d["method"], model=upgrade_model(d["method"], d["model"]),
                    train=TrainConfig(**upgrade_train(d["train"])))
+
+
+def upgrade_model(method: str, model: dict) -> dict:
+    """A stored ``model`` section without fields the method has retired (their old value kept
+    the behaviour every run has now); a run that set one otherwise cannot be rebuilt."""
+    retired = get_method_class(method).retired_fields
+    out = {}
+    for k, v in model.items():
+        if k in retired:
+            if v != retired[k]:
+                raise ValueError(f"this run was trained with model.{k}={v!r}, an option "
+                                 f"hardymer no longer has (see docs); train it again into a "
+                                 "new --out")
+            continue
+        out[k] = v
+    return out
 
 
 def upgrade_train(train: dict) -> dict:

@@ -40,7 +40,7 @@ from ..models import get_method_class
 from ..protocol.conditions import Condition
 from ..training.config import TrainConfig
 from ..version import __version__
-from .config import RunConfig, upgrade_train
+from .config import RunConfig, upgrade_model, upgrade_train
 from .store import ResultsStore, results_row
 
 
@@ -315,5 +315,5 @@ def _with_defaults(config: dict) -> dict:
     made by an older version still resumes when nothing it set has changed."""
     cls = get_method_class(config["method"])
     model = {f.name: getattr(cls.Config(), f.name) for f in fields(cls.Config)}
-    return {**config, "model": {**model, **config["model"]},
+    return {**config, "model": {**model, **upgrade_model(config["method"], config["model"])},
             "train": {**asdict(TrainConfig()), **upgrade_train(config["train"])}}

@@ -78,6 +78,9 @@ class Method(nn.Module):
     #: Model fields that count iterations of stages the trainer's ``epochs`` do not cover
     #: (HARDY-MER's teacher and fine-tuning epochs); ``--set budget.scale=F`` scales them too.
     budget_fields: ClassVar[tuple[str, ...]] = ()
+    #: Model fields that no longer exist, ``name -> the value whose behaviour every run now
+    #: has``: a stored run with that value loads without it; another value is an error.
+    retired_fields: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config, dims: dict[str, int], n_outputs: int, task: str):
         super().__init__()
@@ -196,7 +199,8 @@ class Method(nn.Module):
 @dataclass(frozen=True)
 class Ablation:
     """A one-word variant of a method: config overrides, and the name of the row the papers
-    report for it (``published``, e.g. ``"w/o h_dir"``; None when they report none)."""
+    report for it (``published``, e.g. ``"w/o h_dir"``; ``""`` the method's own row, as for a
+    reference-code form; None when they report none)."""
 
     overrides: tuple[str, ...]
     published: str | None = None

@@ -87,8 +87,8 @@ def prepare_context(cfg, dataset: MERDataset, fold, train_config, workdir: Path 
     raw = dataset
     if cfg.finetune:
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                            seed=cfg.finetune_seed, crossfit=cfg.finetune_crossfit,
-                            batch_size=cfg.finetune_batch, net=cfg.finetune_net)
+                            seed=cfg.finetune_seed, batch_size=cfg.finetune_batch,
+                            net=cfg.finetune_net)
         train, val = fold.train, fold.val
         if cfg.finetune_scope == "official-split":
             train, what = official_train_sequences(dataset)
@@ -160,11 +160,27 @@ class FoldContext:
         if self.teacher is None:
             z = np.zeros(len(self.train_ids))
             return z, z.copy()
+        if isinstance(self.teacher, ReferenceTeacher):
+            return self._reference_terms(mask)
         t = hardness_terms(self.teacher.to(self.device), self.teacher_dataset, self.fold.train,
                            mask, self.complete_ids, self.device,
                            dir_error=self.cfg.dir_error)
         assert np.array_equal(t.ids, self.train_ids)
         return t.h_dir, t.h_ind
+
+    @torch.no_grad()
+    def _reference_terms(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The reference teacher's raw terms of every training utterance, dialogue by dialogue
+        (for the plan that ``hardymer hardness`` shows; training uses per-batch hardness)."""
+        teacher = self.teacher.to(self.device).eval()
+        seqs = [self.dataset.sequences[s] for s in self.fold.train]
+        d, i = [], []
+        for a in range(0, len(seqs), 16):
+            b = collate(self.dataset, seqs[a:a + 16], mask).to(self.device)
+            rec, mi = teacher.terms(b)
+            d.append(rec[b.utt_mask].double().cpu().numpy())
+            i.append(mi[b.utt_mask].double().cpu().numpy())
+        return np.concatenate(d), np.concatenate(i)
 
     def plan(self, mask: np.ndarray, epoch: int, workdir: Path | None) -> CurriculumPlan:
         """The plan for a training mask: read from ``workdir/curriculum`` or computed there."""

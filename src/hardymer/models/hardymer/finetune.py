@@ -15,7 +15,7 @@ Results are cached per fold: ``<workdir>/<m>.npy`` plus ``finetune.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,6 @@ class FinetuneConfig:
     dropout: float = 0.3
     weight_decay: float = 1e-5
     seed: int = 152              # the reference's fine-tuning seed
-    crossfit: int = 0            # K > 1: training rows get features from a fine-tuner that
-                                 # did not see them (K folds of training sequences); 0: off
     net: str = "ours"            # "reference": models.FineTuning (fc2 pre-activation feature,
                                  # CE on its softmax output), the last epoch kept
 
@@ -120,19 +118,6 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
     else:
         best_epoch = cfg.epochs  # no validation part: last epoch
     feats = transform(net, x_all, device)
-    if cfg.crossfit > 1 and len(train_seqs) >= cfg.crossfit:
-        # Cross-fitting: a fine-tuner has memorised its own training labels, so its features of
-        # training rows are cleaner than those of unseen rows; the final model would then learn
-        # on features distributed unlike the test features. Each training row instead gets the
-        # features of a fine-tuner trained on the other K-1 parts (same budget, same val part).
-        parts = np.array_split(np.random.default_rng(cfg.seed).permutation(train_seqs),
-                               cfg.crossfit)
-        sub = replace(cfg, crossfit=0)
-        for i, held in enumerate(parts):
-            rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
-            part_feats, _, _ = finetune_modality(dataset, modality, rest, val_seqs, sub, device)
-            rows = dataset.rows_of(held)
-            feats[rows] = part_feats[rows]
     feats[~dataset.available[:, m_i]] = 0.0
     return feats, {"selected_epoch": best_epoch, "val": history[best_epoch - 1]
                    if history else {}, "n_train": int(len(tr))}, net
@@ -175,6 +160,8 @@ def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.
         have = json.loads(meta_path.read_text())
         # fields added since a cache was written keep their default (its behaviour)
         have["config"] = {**asdict(FinetuneConfig()), **have.get("config", {})}
+        if have["config"].get("crossfit", 0) == 0:   # a retired option, off in that cache
+            have["config"].pop("crossfit", None)
         nets_saved = all((workdir / f"{m}.safetensors").is_file() for m in dataset.modalities)
         if {k: have.get(k) for k in want} == want and nets_saved:
             return {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}

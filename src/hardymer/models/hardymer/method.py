@@ -67,6 +67,8 @@ ABLATIONS = {
     "no-h": Ablation(("model.use_hardness=false",), "w/o h"),
     "no-retrieval": Ablation(("model.retrieval=false",), "w/o retrieval features"),
     "no-finetune": Ablation(("model.finetune=false",), "w/o fine-tuning features"),
+    # Not an ablation: the reference code's computation, compared with the paper's own row.
+    "reference": Ablation(("model.reference_compat=true",), ""),
 }
 
 
@@ -126,7 +128,6 @@ class HardyConfig(MoMKEConfig):
     finetune_epochs: int = 20
     finetune_lr: float = 1e-3
     finetune_seed: int = 152
-    finetune_crossfit: int = 0         # K > 1: cross-fitted training features (ours; off = paper)
     finetune_batch: int = 64           # utterances per step (reference: 16)
     finetune_net: str = "ours"         # "reference": FineTuning MLP, fc2 pre-activation
                                        # feature, double softmax, last epoch kept
@@ -178,6 +179,9 @@ class HardyMER(MoMKE):
     flag_presets = {"reference_compat": REFERENCE_CHOICES}
     records_hardness = True
     budget_fields = ("teacher_epochs", "finetune_epochs")
+    # Cross-fitted fine-tuning (finetune_crossfit=K) gave training and test rows features
+    # from different networks, i.e. no one aligned map; removed (docs/hardymer.md).
+    retired_fields = {"finetune_crossfit": 0}
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -252,9 +256,7 @@ class HardyMER(MoMKE):
             self._plan = None
             return
         self._mask = data.train_mask(epoch)
-        if self.cfg.plan_scope == "step" or (self._form() == "views"
-                                             and self.cfg.teacher_kind == "reference"):
-            # per-batch hardness from the reference teacher: no plan for the whole split
+        if self.cfg.plan_scope == "step":
             self._plan = None
             return
         self._plan = self.ctx.plan(self._mask, epoch, self.workdir)

@@ -44,13 +44,6 @@ class HardyPredictExtras(PredictExtras):
         return self._plans[cell]
 
     def neighbour_data(self, reference: MERDataset) -> MERDataset:
-        if self.cfg.finetune and self.cfg.finetune_crossfit > 1:
-            # Cross-fitted training rows come from other networks than a new query: map the
-            # raw training data with the query's network so that distances compare alike.
-            ds = self.dataset
-            return replace(ds, features=self.features(
-                {m: np.asarray(self.inputs.features[m], np.float32) for m in ds.modalities},
-                ds.available))
         return reference
 
     def features(self, features, available):

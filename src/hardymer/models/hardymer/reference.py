@@ -273,13 +273,19 @@ class ReferenceTeacher(MoMKE):
         return cls + rec, {"task": float(cls.detach()), "rec": float(rec.detach())}
 
     @torch.no_grad()
-    def hardness(self, batch: Batch, beta: float, alpha_dir: float, alpha_ind: float
-                 ) -> np.ndarray:
-        """(B, S) per-batch hardness of ``train_our.py`` (eval mode, stage-2 path)."""
+    def terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw per-utterance terms (B, S): the reconstruction error ``h_dir`` and the summed
+        MI surrogate (the reference counts *high* MI as hard)."""
         o = self.outputs(batch, first_stage=False)
         rec = rec_per_utterance(o["recon"], self.targets(batch), self.condition_missing(batch),
                                 batch.utt_mask)
-        mi = sum(o["mi"].values())
+        return rec, sum(o["mi"].values())
+
+    @torch.no_grad()
+    def hardness(self, batch: Batch, beta: float, alpha_dir: float, alpha_ind: float
+                 ) -> np.ndarray:
+        """(B, S) per-batch hardness of ``train_our.py`` (eval mode, stage-2 path)."""
+        rec, mi = self.terms(batch)
         return batch_hardness(rec.double().cpu().numpy(), mi.double().cpu().numpy(), beta,
                               alpha_dir, alpha_ind)
 
