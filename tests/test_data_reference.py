@@ -238,3 +238,54 @@ def test_mosi_video_in_no_split(mosi):
 def test_no_label_pickle(tmp_path):
     with pytest.raises(DataError, match="expected exactly one label pickle"):
         read_reference(tmp_path, allow_pickle=True, progress=False)
+
+
+@pytest.fixture
+def with_sentences(iemocap):
+    """The IEMOCAP fixture with a different transcript per utterance (one left empty)."""
+    root, want = iemocap
+    path = root / "IEMOCAP_features_raw_4way.pkl"
+    with open(path, "rb") as f:
+        ids, labels, speakers, _, train, test = pickle.load(f)
+    sentences = {d: [f"utterance {u} of dialogue {d}" for u in us] for d, us in ids.items()}
+    sentences["Ses02F_impro02"][1] = ""
+    _pickle(path, [ids, labels, speakers, sentences, train, test])
+    return root, want, sentences
+
+
+@pytest.mark.parametrize("keep_av", [True, False])
+def test_convert_with_real_text_from_the_pickle(with_sentences, tmp_path, keep_av):
+    import shutil
+    from typer.testing import CliRunner
+    from hardymer.cli.main import app
+    from hardymer.data.generic import read_generic
+    from hardymer.features.extractors import create_extractor
+    root, want, sentences = with_sentences
+    shutil.rmtree(root / "deberta-large-4-UTT")       # the text comes from the pickle
+    if not keep_av:                                   # only the label pickle
+        shutil.rmtree(root / "wav2vec-large-c-UTT")
+        shutil.rmtree(root / "manet_UTT")
+    out = tmp_path / "text"
+    res = CliRunner().invoke(app, ["convert", str(root), "--kind", "iemocap4", "--trust-pickle",
+                                   "--text", "minilm", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ds = read_generic(out)
+    assert ds.modalities == (("a", "t", "v") if keep_av else ("t",))
+    assert ds.dims["t"] == 384
+    table = ds.utterances
+    assert table["utterance_id"].tolist() == [u for u in want["ids"]
+                                              if u != "Ses02F_impro02_F001" or keep_av]
+    flat = {u: s for d in sentences for u, s in zip(
+        [x for x in want["ids"] if x.startswith(d)], sentences[d])}
+    ex = create_extractor("minilm", "t").ensure_loaded()
+    rows = [i for i, u in enumerate(table["utterance_id"]) if flat[u]]
+    np.testing.assert_allclose(ds.features["t"][rows],
+                               ex.encode([flat[table["utterance_id"][i]] for i in rows]),
+                               atol=1e-5)
+    t_col = ds.modalities.index("t")
+    empty = table["utterance_id"] == "Ses02F_impro02_F001"
+    assert not ds.available[empty.to_numpy(), t_col].any()   # empty transcript: absent
+    assert table["session"].tolist()[:3] == [1, 1, 1] and "speaker" in table
+    assert table["transcript"].iloc[0] == flat[table["utterance_id"].iloc[0]]
+    if keep_av:
+        np.testing.assert_allclose(ds.features["a"][0], want["a"][table["utterance_id"][0]])

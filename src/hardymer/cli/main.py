@@ -163,16 +163,32 @@ def convert(
     missing_ok: bool = typer.Option(False, help="Record absent audio/text .npy files as "
                                     "missing instead of failing."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    text: str = typer.Option("", "--text", help="Text from the pickle's transcripts instead of "
+                             "the text feature folder, embedded by this extractor (e.g. "
+                             "minilm, the packaged all-MiniLM-L6-v2); audio/video come from "
+                             "their folders when present and are left out otherwise."),
 ) -> None:
     """Convert the GCNet reference layout (IEMOCAP / CMU-MOSI / MOSEI) to the safe generic format.
 
     Example: hardymer convert ~/features/IEMOCAP --kind iemocap4 --trust-pickle --out data/iemocap4
+
+    Real text from your own pickle: hardymer convert ~/features/IEMOCAP --kind iemocap4
+    --trust-pickle --text minilm --out data/iemocap4-text
     """
     from ..data.reference import convert as do_convert
     from ..data.validate import DataError
     try:
-        ds = do_convert(src, out, kind=kind, allow_pickle=trust_pickle, missing_ok=missing_ok,
-                        overwrite=overwrite)
+        if text:
+            from ..features.extractors import ExtractorError
+            from ..features.transcripts import convert_with_text
+            try:
+                ds = convert_with_text(src, out, kind=kind, allow_pickle=trust_pickle,
+                                       text=text, missing_ok=missing_ok, overwrite=overwrite)
+            except ExtractorError as err:
+                _fail(str(err))
+        else:
+            ds = do_convert(src, out, kind=kind, allow_pickle=trust_pickle,
+                            missing_ok=missing_ok, overwrite=overwrite)
     except (DataError, FileExistsError) as err:
         _fail(str(err))
     typer.echo(f"wrote {out}: {ds.summary()}")

@@ -177,9 +177,12 @@ def load_label_pickle(path: Path, kind: str, allow_pickle: bool = False) -> dict
     return data
 
 
-def _utterance_table(data: dict, spec: Kind, path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per utterance, sequences in the pickle's order; and the labels."""
+def _utterance_table(data: dict, spec: Kind, path: Path, transcripts: bool = False
+                     ) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per utterance, sequences in the pickle's order; and the labels. With
+    ``transcripts``, a ``transcript`` column from the pickle's sentences."""
     rows, labels = [], []
+    sentences = data[spec.fields[3]]
     split_of = _split_of(data, spec, path) if not spec.is_iemocap else {}
     for vid, uids in data["videoIDs"].items():
         speakers = _speakers(data["videoSpeakers"].get(vid), len(uids), vid, spec, path)
@@ -189,11 +192,23 @@ def _utterance_table(data: dict, spec: Kind, path: Path) -> tuple[pd.DataFrame, 
                        split=split_of.get(vid, ""))
             if spec.is_iemocap:
                 row["session"] = session
+            if transcripts:
+                row["transcript"] = _sentence(sentences, vid, pos, len(uids), spec, path)
             rows.append(row)
         labels.append(np.asarray(data["videoLabels"][vid], dtype=np.float64).reshape(-1))
     table = pd.DataFrame(rows)
     check_unique(table["utterance_id"], path, "videoIDs")
     return table, np.concatenate(labels)
+
+
+def _sentence(sentences: dict, vid, pos: int, n: int, spec: Kind, path: Path) -> str:
+    got = sentences.get(vid)
+    if got is None or len(got) != n:
+        raise DataError(f"sequence {vid!r}: expected {n} sentences, found "
+                        f"{'none' if got is None else len(got)}", file=path,
+                        field=spec.fields[3])
+    s = got[pos]
+    return s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s or "").strip()
 
 
 def _speakers(raw, n: int, vid, spec: Kind, path: Path) -> list[str]:
@@ -289,12 +304,13 @@ def _feature_file(folder: Path, modality: str, uid: str, spec: Kind) -> Path:
 
 
 def _read_features(table: pd.DataFrame, dirs: dict[str, Path], spec: Kind, missing_ok: bool,
-                   progress: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    columns = {m: _Column(m) for m in MODALITIES}
+                   progress: bool, modalities: tuple[str, ...] = MODALITIES
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    columns = {m: _Column(m) for m in modalities}
     uids = table["utterance_id"].tolist()
     for uid in tqdm(uids, desc=f"reading {spec.name} features", unit="utt",
                     disable=not progress):
-        for m in MODALITIES:
+        for m in modalities:
             file = _feature_file(dirs[m], m, uid, spec)
             if file.is_file():
                 columns[m].add(_read_vector(file, m), file)
@@ -304,9 +320,10 @@ def _read_features(table: pd.DataFrame, dirs: dict[str, Path], spec: Kind, missi
                 raise DataError("file not found; expected one .npy per utterance (pass "
                                 "missing_ok=True / --missing-ok to record absent files as "
                                 "missing)", file=file, field=m)
-    stacked = {m: columns[m].stack(dirs[m]) for m in MODALITIES}
-    features = {m: stacked[m][0] for m in MODALITIES}
-    available = np.stack([stacked[m][1] for m in MODALITIES], axis=1)  # (n, 3)
+    stacked = {m: columns[m].stack(dirs[m]) for m in modalities}
+    features = {m: stacked[m][0] for m in modalities}
+    available = (np.stack([stacked[m][1] for m in modalities], axis=1) if modalities
+                 else np.zeros((len(uids), 0), bool))
     return features, available
 
 
@@ -314,7 +331,8 @@ def _read_features(table: pd.DataFrame, dirs: dict[str, Path], spec: Kind, missi
 
 def read_reference(root: str | Path, kind: str = "auto", allow_pickle: bool = False,
                    feature_dirs: dict | None = None, progress: bool = True,
-                   missing_ok: bool = False) -> MERDataset:
+                   missing_ok: bool = False, transcripts: bool = False,
+                   modalities: tuple[str, ...] | None = None) -> MERDataset:
     """Read IEMOCAP (four/six classes) or CMU-MOSI/MOSEI in the reference layout.
 
     Parameters
@@ -333,6 +351,12 @@ def read_reference(root: str | Path, kind: str = "auto", allow_pickle: bool = Fa
         Show a progress bar over utterances.
     missing_ok : bool
         Record absent audio/text files as missing instead of raising.
+    transcripts : bool
+        Keep the pickle's sentences as a ``transcript`` column (``hardymer convert --text``
+        embeds them).
+    modalities : tuple of str, optional
+        The feature folders to read (default all three); the others are left out of the data
+        set, e.g. ``("a", "v")`` when the text comes from the transcripts.
 
     Returns
     -------
@@ -352,18 +376,21 @@ def read_reference(root: str | Path, kind: str = "auto", allow_pickle: bool = Fa
     label_file, kind = find_label_file(Path(root).expanduser(), kind)
     spec = KINDS[kind]
     data = load_label_pickle(label_file, kind, allow_pickle)
-    table, raw_labels = _utterance_table(data, spec, label_file)
+    table, raw_labels = _utterance_table(data, spec, label_file, transcripts)
     task = "classification" if spec.class_names else "regression"
     labels = check_labels(raw_labels, task, len(spec.class_names) if spec.class_names else None,
                           label_file, "videoLabels", ids=table["utterance_id"].to_numpy())
     base = label_file.parent
-    dirs = {m: _feature_dir(base, m, feature_dirs) for m in MODALITIES}
-    features, available = _read_features(table, dirs, spec, missing_ok, progress)
-    return without_empty_utterances(MERDataset(
-        name=kind, task=task, modalities=MODALITIES, features=features, available=available,
+    mods = MODALITIES if modalities is None else tuple(m for m in MODALITIES if m in modalities)
+    dirs = {m: _feature_dir(base, m, feature_dirs) for m in mods}
+    features, available = _read_features(table, dirs, spec, missing_ok, progress, mods)
+    dataset = MERDataset(
+        name=kind, task=task, modalities=mods, features=features, available=available,
         labels=labels, utterances=table, class_names=spec.class_names,
         meta={"family": spec.family, "kind": kind, "source": str(label_file),
-              "feature_dirs": {m: str(d) for m, d in dirs.items()}}), label_file)
+              "feature_dirs": {m: str(d) for m, d in dirs.items()}})
+    # With some modalities still to come (the text from transcripts), nothing is dropped yet.
+    return dataset if modalities is not None else without_empty_utterances(dataset, label_file)
 
 
 def convert(src_root: str | Path, out_path: str | Path, kind: str = "auto",
