@@ -324,3 +324,13 @@ def test_rankings_differ_on_random_data():
     b = retrieve_supports(db, qf, qids, avail, h, k=4, ranking="merge-order")
     assert (a.ids != b.ids).any()
     np.testing.assert_array_equal(a.k_prime, b.k_prime)
+
+
+def test_a_search_leaves_torchs_thread_count_alone():
+    # FAISS and torch share OpenMP: a small search used to drop torch to one thread for good.
+    import torch
+    before = torch.get_num_threads()
+    rng = np.random.default_rng(0)
+    db = FeatureDatabase.build({"a": rng.standard_normal((50, 4)).astype(np.float32)})
+    db.search_rows("a", rng.standard_normal((3, 4)), 2)        # < 1024 queries: one thread
+    assert torch.get_num_threads() == before

@@ -25,6 +25,7 @@ Examples
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -78,6 +79,20 @@ def default_nlist(n: int) -> int:
 
 # Below this many queries, search on one thread (see FeatureDatabase.search_rows).
 _THREADED_QUERIES = 1024
+
+
+def _keeps_torch_threads(func):
+    """FAISS and torch share one OpenMP runtime, so ``faiss.omp_set_num_threads`` sets torch's
+    thread count too: without restoring it, one small search left every later training step
+    of the process on one thread. Restores the count the call found."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        before = faiss.omp_get_max_threads()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            faiss.omp_set_num_threads(before)
+    return wrapper
 
 
 def resolve_threads(n_threads: int | None = None) -> int:
@@ -161,6 +176,7 @@ class FeatureDatabase:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    @_keeps_torch_threads
     def build(cls, features: Mapping[str, np.ndarray], ids: np.ndarray | None = None,
               metrics: Mapping[str, Metric] | None = None, kind: IndexKind = "flat",
               nlist: int | None = None, nprobe: int = 8, hnsw_m: int = 32, ef_search: int = 64,
@@ -302,6 +318,7 @@ class FeatureDatabase:
         return np.where(found, self._order[pos], -1)
 
     # ------------------------------------------------------------------ search
+    @_keeps_torch_threads
     def search_rows(self, modality: str, queries: np.ndarray,
                     k: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search`, but returns row positions (into ``ids`` / ``features``)."""
@@ -380,6 +397,7 @@ class FeatureDatabase:
         return directory
 
     @classmethod
+    @_keeps_torch_threads
     def load(cls, directory: str | Path, features: Mapping[str, np.ndarray] | None = None,
              n_threads: int | None = None) -> "FeatureDatabase":
         """Read a database written by :meth:`save`.
