@@ -1,18 +1,19 @@
 """Where HARDY-MER's gain comes from: MoMKE, fine-tuned features, the curriculum, the reference
 form and its fine-tuning leak, as paired differences with 95 % intervals (issue #14, point 6).
 
-Seven forms, one sweep (``hardymer sweep`` underneath, so it resumes and reports the same way):
+Eight forms, one sweep (``hardymer sweep`` underneath, so it resumes and reports the same way):
 
-=================  ============================================================================
-``momke``          MoMKE on the raw features
-``momke+ft``       MoMKE on fold-scoped fine-tuned features (HARDY-MER with no retrieval, no
-                   L_rec: the same network as MoMKE, reading what HARDY-MER reads)
-``momke+ft-leak``  the same, features fine-tuned on the official training split (the leak)
-``paper``          HARDY-MER as the paper describes it (our default), fold-scoped fine-tuning
-``paper-leak``     the same with official-split fine-tuning
-``ref``            the reference code's computation (``--reference-compat``) without the leak
-``ref-leak``       the reference code's computation, leak included (``hardymer:reference``)
-=================  ============================================================================
+===================  ==========================================================================
+``momke``            MoMKE on the raw features
+``momke+ft``         MoMKE on fold-scoped fine-tuned features (HARDY-MER with no retrieval,
+                     no L_rec: the same network as MoMKE, reading what HARDY-MER reads)
+``momke+ft-leak``    the same, features fine-tuned on the official training split (the leak)
+``momke+ft-concat``  MoMKE on [raw, fine-tuned] features (``model.finetune_output=concat``)
+``paper``            HARDY-MER as the paper describes it (our default), fold-scoped fine-tuning
+``paper-leak``       the same with official-split fine-tuning
+``ref``              the reference code's computation (``--reference-compat``) without the leak
+``ref-leak``         the reference code's computation, leak included (``hardymer:reference``)
+===================  ==========================================================================
 
 Over the six incomplete conditions (those containing ``t`` with ``--text-only``), every fold,
 ``--seeds``; the report (``OUT/report``, ``paired.md``) gives every pair's mean difference with
@@ -33,6 +34,8 @@ FORMS = {
     "momke+ft": ("hardymer", ["model.retrieval=false", "model.lambda_rec=0"]),
     "momke+ft-leak": ("hardymer", ["model.retrieval=false", "model.lambda_rec=0",
                                    "model.finetune_scope=official-split"]),
+    "momke+ft-concat": ("hardymer", ["model.retrieval=false", "model.lambda_rec=0",
+                                     "model.finetune_output=concat"]),
     "paper": ("hardymer", []),
     "paper-leak": ("hardymer", ["model.finetune_scope=official-split"]),
     "ref": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold"]),
@@ -59,17 +62,17 @@ def main() -> None:
     args = ap.parse_args()
 
     from hardymer.reports.sweep import write_sweep_report
-    from hardymer.runs.sweep import SweepSpec, Variant, run_sweep
+    from hardymer.runs.sweep import load_spec, run_sweep
 
     conditions = [c for c in args.conditions.split(",") if not args.text_only or "t" in c]
-    variants = []
-    for name in args.forms.split(","):
-        method, overrides = FORMS[name]
-        variants.append(Variant(name, method, list(overrides)))
+    methods = [{"name": n, "method": FORMS[n][0], "set": list(FORMS[n][1])}
+               for n in args.forms.split(",")]
     sets = list(args.set) + ([f"budget.scale={args.scale}"] if args.scale != 1 else [])
-    spec = SweepSpec(data=args.data, methods=variants, conditions=conditions, folds=args.folds,
-                     seeds=[int(s) for s in args.seeds.split(",")], protocol=args.protocol,
-                     set=sets, trust_pickle=args.trust_pickle)
+    # load_spec as `hardymer sweep` does: "hardymer:key=v" reaches every form on hardymer
+    spec = load_spec(None, data=args.data, methods=methods, conditions=conditions,
+                     folds=args.folds, seeds=[int(s) for s in args.seeds.split(",")],
+                     protocol=args.protocol, set=sets)
+    spec.trust_pickle = args.trust_pickle
     run_sweep(spec, args.out, workers=args.workers)
     rep = write_sweep_report(args.out, args.out / "report", trust_pickle=args.trust_pickle)
     print(rep["text"])

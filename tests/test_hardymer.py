@@ -183,7 +183,8 @@ def test_reference_compat_switches_every_choice_and_each_stays_a_switch(tiny):
 @pytest.mark.parametrize("override", [
     "model.reference_compat=true", "model.retrieval=false", "model.use_hardness=false",
     "model.finetune=false", "model.use_h_ind=false", "model.teacher_mask=condition",
-    "model.plan_scope=step", "model.index=hnsw", "model.ind_estimator=infonce"])
+    "model.plan_scope=step", "model.index=hnsw", "model.ind_estimator=infonce",
+    "model.finetune_output=concat", "model.finetune_net=reference"])
 def test_switches_run_end_to_end(tiny, override):
     cfg = load_run_config("hardymer", tiny.family, SMALL + [override])
     recs = run_experiment(cfg, tiny, [parse_condition("at", tiny.modalities)], [0], None,
@@ -222,6 +223,19 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, monkeypatch, kill
     (resumed,) = run_experiment(cfg, tiny, conds, [0], tmp_path / "cut", progress=False)
     for key in ("test_WA", "test_UA", "val_WA", "selected_epoch"):
         assert resumed[key] == full[key], key
+
+
+def test_concat_output_keeps_the_raw_features_beside_the_fine_tuned(tiny):
+    fold = make_folds(tiny)[0]
+    cpu = torch.device("cpu")
+    plain = finetune_features(tiny, fold.train, fold.val, FinetuneConfig(epochs=1), cpu)
+    both = finetune_features(tiny, fold.train, fold.val, FinetuneConfig(epochs=1,
+                                                                        output="concat"), cpu)
+    for i, m in enumerate(tiny.modalities):
+        d, ok = tiny.dims[m], tiny.available[:, i]
+        assert both[m].shape == (tiny.n_utterances, 2 * d)
+        np.testing.assert_allclose(both[m][ok, :d], tiny.features[m][ok], rtol=1e-6)
+        np.testing.assert_allclose(both[m][:, d:], plain[m], rtol=1e-6)
 
 
 def test_retired_crossfit_loads_when_off_and_stops_when_it_was_used(tiny, tmp_path):

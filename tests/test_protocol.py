@@ -84,3 +84,23 @@ def test_split_column_and_kfold(toy):
     assert len(folds) == 3
     tests = np.concatenate([f.test for f in folds])
     assert sorted(tests.tolist()) == list(range(len(ds.sequences)))  # every sequence tested once
+
+
+def test_official_training_split(toy):
+    from hardymer.protocol.splits import official_train_sequences
+    seqs, what = official_train_sequences(toy)        # IEMOCAP: every session but the last
+    sess = toy.sequence_column("session")
+    assert set(sess[seqs]) == {1, 2, 3, 4} and what == "sessions 1, 2, 3, 4"
+    assert set(sess[seqs]) == set(sess[make_folds(toy)[4].train]) | \
+        set(sess[make_folds(toy)[4].val])
+    df = toy.utterances.copy()
+    seq = df["sequence_id"].str[1:].astype(int)
+    df["split"] = np.where(seq < 20, "train", np.where(seq < 24, "val", "test"))
+    df = df.drop(columns="session")
+    ds = type(toy)(toy.name, toy.task, toy.modalities, toy.features, toy.available, toy.labels, df)
+    seqs, what = official_train_sequences(ds)         # CMU: the split column's train part
+    assert len(seqs) == 20 and what == "split train"
+    df = df.drop(columns="split")
+    ds = type(toy)(toy.name, toy.task, toy.modalities, toy.features, toy.available, toy.labels, df)
+    with pytest.raises(DataError, match="finetune_scope=fold"):
+        official_train_sequences(ds)

@@ -88,7 +88,7 @@ def prepare_context(cfg, dataset: MERDataset, fold, train_config, workdir: Path 
     if cfg.finetune:
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                             seed=cfg.finetune_seed, batch_size=cfg.finetune_batch,
-                            net=cfg.finetune_net)
+                            net=cfg.finetune_net, output=cfg.finetune_output)
         train, val = fold.train, fold.val
         if cfg.finetune_scope == "official-split":
             train, what = official_train_sequences(dataset)

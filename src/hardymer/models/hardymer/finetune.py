@@ -41,6 +41,7 @@ class FinetuneConfig:
     seed: int = 152              # the reference's fine-tuning seed
     net: str = "ours"            # "reference": models.FineTuning (fc2 pre-activation feature,
                                  # CE on its softmax output), the last epoch kept
+    output: str = "finetuned"    # "concat": [raw, fine-tuned] (2d), nothing the raw had is lost
 
 
 class FeatureFinetuner(nn.Module):
@@ -92,6 +93,7 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
                          "fold: it cannot be fine-tuned (set model.finetune=false)")
     torch.manual_seed(cfg.seed + m_i)
     net = new_finetuner(cfg.net, x_all.shape[1], dataset.n_classes, cfg.dropout).to(device)
+    net.output = cfg.output
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     xt = torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
     yt = torch.from_numpy(dataset.labels[tr]).to(device)
@@ -126,12 +128,15 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
 @torch.no_grad()
 def transform(net: FeatureFinetuner, x: np.ndarray, device: torch.device,
               chunk: int = 4096) -> np.ndarray:
-    """Fine-tuned features (N, d) float32 of raw features (N, d), in chunks."""
+    """Fine-tuned features (N, d) float32 of raw features (N, d), in chunks; with the
+    network's ``output == "concat"``, (N, 2d) ``[raw, fine-tuned]``."""
     net.eval()
-    out = np.empty(x.shape, dtype=np.float32)
+    concat = getattr(net, "output", "finetuned") == "concat"
+    out = np.empty((x.shape[0], x.shape[1] * (2 if concat else 1)), dtype=np.float32)
     for a in range(0, x.shape[0], chunk):
-        xb = torch.from_numpy(np.asarray(x[a:a + chunk], np.float32)).to(device)
-        out[a:a + chunk] = net.features(xb).cpu().numpy()
+        raw = np.asarray(x[a:a + chunk], np.float32)
+        ft = net.features(torch.from_numpy(raw).to(device)).cpu().numpy()
+        out[a:a + chunk] = np.concatenate([raw, ft], 1) if concat else ft
     return out
 
 
@@ -193,4 +198,6 @@ def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> nn
                                 "predict new utterances")
     net = new_finetuner(kind, dim, n_outputs, dropout=0.0)
     net.load_state_dict(load_file(path))
+    net.output = json.loads(meta.read_text())["config"].get("output", "finetuned") \
+        if meta.is_file() else "finetuned"
     return net.eval()

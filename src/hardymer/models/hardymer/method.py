@@ -129,6 +129,7 @@ class HardyConfig(MoMKEConfig):
     finetune_lr: float = 1e-3
     finetune_seed: int = 152
     finetune_batch: int = 64           # utterances per step (reference: 16)
+    finetune_output: str = "finetuned"  # "concat": [raw, fine-tuned] features (2d)
     finetune_net: str = "ours"         # "reference": FineTuning MLP, fc2 pre-activation
                                        # feature, double softmax, last epoch kept
     finetune_scope: str = "fold"       # "official-split": trained once on the data's official
@@ -156,7 +157,8 @@ _CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit
             "dir_error": ("mse", "whitened"), "view_steps": ("batch", "view"),
             "decoder": ("per-modality", "reference"), "teacher_kind": ("ours", "reference"),
             "rec_target": ("true", "masked"), "finetune_net": ("ours", "reference"),
-            "finetune_scope": ("fold", "official-split")}
+            "finetune_scope": ("fold", "official-split"),
+            "finetune_output": ("finetuned", "concat")}
 
 
 def check_config(cfg: HardyConfig) -> None:
