@@ -29,6 +29,18 @@ def recipe_weight(name: str, shape, seed: int) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, size=tuple(shape)) * scale
 
 
+BIG = 4096   # parameters with more values store [norm, 16 projections] (size budget)
+
+
+def reduce(name: str, x: np.ndarray) -> np.ndarray:
+    """A parameter-sized array, or for big ones [norm, 16 seeded projections]."""
+    x = np.asarray(x, np.float64)
+    if x.size <= BIG:
+        return x
+    P = np.random.default_rng([99, zlib.crc32(name.encode())]).standard_normal((16, x.size))
+    return np.concatenate([[np.linalg.norm(x)], P @ x.ravel()])
+
+
 def recipe_state(names_shapes: dict[str, list[int]], seed: int) -> dict[str, np.ndarray]:
     """Reference-named weights (float64) for ``{name: shape}``."""
     return {n: recipe_weight(n, s, seed) for n, s in names_shapes.items()}

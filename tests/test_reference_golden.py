@@ -6,7 +6,6 @@ through the name mapping below (documented in ``docs/hardymer.md``, "Name mappin
 from __future__ import annotations
 
 import re
-import zlib
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from hardymer.data.dataset import Batch
 from hardymer.models.hardymer.reference import (ReferenceFinetuner, ReferenceTeacher,
                                                 ReferenceTeacherConfig)
 from hardymer.models.momke import MoMKE, MoMKEConfig
-from reference_fixture import SHAPES, load, recipe_state
+from reference_fixture import SHAPES, load, recipe_state, reduce
 
 MODS = ("a", "t", "v")
 DIMS = {m: SHAPES[f"{m}dim"] for m in MODS}
@@ -85,14 +84,6 @@ def close(ours, ref, tol=1e-5, atol=None):
     float64 here, so agreement is to about 1e-7 relative."""
     ours = ours.detach().double().numpy() if torch.is_tensor(ours) else np.asarray(ours)
     np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol if atol is None else atol)
-
-
-def reduce(name: str, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    if x.size <= 4096:
-        return x
-    P = np.random.default_rng([99, zlib.crc32(name.encode())]).standard_normal((16, x.size))
-    return np.concatenate([[np.linalg.norm(x)], P @ x.ravel()])
 
 
 def config(cls, **kw):

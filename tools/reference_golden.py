@@ -30,25 +30,22 @@ import json
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from reference_fixture import SHAPES, recipe_state  # noqa: E402
+from reference_fixture import BIG, SHAPES, recipe_state, reduce  # noqa: E402
 
-BIG = 4096
-
-
-def reduce(name: str, x: np.ndarray) -> np.ndarray:
-    """A parameter-sized array, or for big ones [norm, 16 projections]."""
-    x = np.asarray(x, np.float64)
-    if x.size <= BIG:
-        return x
-    P = np.random.default_rng([99, zlib.crc32(name.encode())]).standard_normal((16, x.size))
-    return np.concatenate([[np.linalg.norm(x)], P @ x.ravel()])
+def batch_hardness(rec_b: np.ndarray, total_mi) -> np.ndarray:
+    """train_our.py lines 131-151: the per-batch hardness, flattened batch-major."""
+    eps = 1e-5
+    diff_rec = np.zeros_like(rec_b)
+    if rec_b.max() - rec_b.min() > eps:
+        diff_rec = (rec_b - rec_b.min()) / (rec_b.max() - rec_b.min() + eps)
+    diff_mi = ((total_mi - total_mi.min()) / (total_mi.max() - total_mi.min())).numpy()
+    return (1 / (1 + np.exp(-4.0 * (0.6 * diff_rec + 0.4 * diff_mi)))).reshape(-1)
 
 
 def _stub_config(folder: Path) -> None:
@@ -169,19 +166,11 @@ def part_hardymer(out: Path) -> None:
             for p in ("at", "av", "tv"):
                 T_[f"{key}_mi_{p}"] = o[f"mi_{p}"]
             if not first:
-                # train_our.py lines 131-151: per-batch hardness of the stage-2 batch.
                 _, rec_b = rec_loss(o["rec_feats"], feats, mask, um, A, T, V)
                 total_mi = o["mi_at"] + o["mi_av"] + o["mi_tv"]
-                eps = 1e-5
                 rec_b = rec_b.detach().numpy()
-                diff_rec = np.zeros_like(rec_b)
-                rng_ = rec_b.max() - rec_b.min()
-                if rng_ > eps:
-                    diff_rec = (rec_b - rec_b.min()) / (rng_ + eps)
-                diff_mi = ((total_mi - total_mi.min()) / (total_mi.max() - total_mi.min())).numpy()
-                h = 1 / (1 + np.exp(-4.0 * (0.6 * diff_rec + 0.4 * diff_mi)))
                 T_[f"{key}_rec_batch"], T_[f"{key}_total_mi"] = rec_b, total_mi
-                T_[f"{key}_h"] = h.reshape(-1)                                 # batch-major
+                T_[f"{key}_h"] = batch_hardness(rec_b, total_mi)               # batch-major
     teacher.train()  # dropout rates 0, so deterministic; the cross-attention's p is 1.0
     for cond, first in (("atv", True), ("tv", False)):
         teacher.zero_grad()
@@ -243,11 +232,7 @@ def part_hardymer(out: Path) -> None:
         _, rec_b = rec_loss(o["rec_feats"], feats, mask, bum, A, T, V)
         total_mi = o["mi_at"] + o["mi_av"] + o["mi_tv"]
     rec_b = rec_b.numpy()
-    diff_rec = np.zeros_like(rec_b)
-    if rec_b.max() - rec_b.min() > 1e-5:
-        diff_rec = (rec_b - rec_b.min()) / (rec_b.max() - rec_b.min() + 1e-5)
-    diff_mi = ((total_mi - total_mi.min()) / (total_mi.max() - total_mi.min())).numpy()
-    h = (1 / (1 + np.exp(-4.0 * (0.6 * diff_rec + 0.4 * diff_mi)))).reshape(-1)
+    h = batch_hardness(rec_b, total_mi)
     fa, ft, fv = split_features(feats, A, T, V)                           # sequence-major
     found = search_and_integrate(fa, ft, fv, idx_a, idx_t, idx_v, k, test_condition=cond,
                                  index_type="FlatL2")

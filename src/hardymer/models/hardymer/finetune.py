@@ -190,14 +190,12 @@ def load_finetuner(workdir: Path, modality: str, dim: int, n_outputs: int) -> nn
     """The fold's saved fine-tuning network of one modality (eval mode), for new utterances."""
     path = Path(workdir) / f"{modality}.safetensors"
     meta = Path(workdir) / "finetune.json"
-    kind = json.loads(meta.read_text())["config"].get("net", "ours") if meta.is_file() \
-        else "ours"
+    saved = json.loads(meta.read_text())["config"] if meta.is_file() else {}
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: this run was trained before fine-tuning "
                                 "networks were saved; train it again into a new --out to "
                                 "predict new utterances")
-    net = new_finetuner(kind, dim, n_outputs, dropout=0.0)
+    net = new_finetuner(saved.get("net", "ours"), dim, n_outputs, dropout=0.0)
     net.load_state_dict(load_file(path))
-    net.output = json.loads(meta.read_text())["config"].get("output", "finetuned") \
-        if meta.is_file() else "finetuned"
+    net.output = saved.get("output", "finetuned")
     return net.eval()

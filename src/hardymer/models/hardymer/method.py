@@ -37,7 +37,7 @@ from ..registry import register_method
 from .context import prepare_context
 from .plan import first_plan
 from .predict import HardyPredictExtras
-from .reference import ReferenceDecoder
+from .reference import ReferenceDecoder, condition_missing
 from .reference import rec_loss as reference_rec_loss
 
 # What --reference-compat (model.reference_compat=true) sets: the reference code's computation
@@ -281,7 +281,7 @@ class HardyMER(MoMKE):
         return super().unimodal_logits(self.inputs(batch))
 
     def forward_all(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = self.inputs(batch)
+        """Logits and reconstructions of a batch already through :meth:`inputs`."""
         fused = self.fused(self.mixed_representations(batch))
         return self.head(fused), self.decoders(fused)
 
@@ -309,12 +309,11 @@ class HardyMER(MoMKE):
                                           for k in losses[0][1]}
 
     def _view_loss(self, view: Batch):
+        view = self.inputs(view)
         logits, recon = self.forward_all(view)
-        target = self.inputs(view).x
         cls = task_loss(logits, view, self.task)
-        seen = view.available.flatten(0, 1).any(0)
-        missing = (~seen).to(logits.dtype).expand(view.available.shape)
-        rec = reference_rec_loss(recon, target, missing, view.utt_mask, self.cfg.row_bug)
+        missing = condition_missing(view.available, logits.dtype)
+        rec = reference_rec_loss(recon, view.x, missing, view.utt_mask, self.cfg.row_bug)
         loss = cls + self.cfg.lambda_rec * rec
         return loss, {"task": float(cls.detach()), "rec": float(rec.detach())}
 

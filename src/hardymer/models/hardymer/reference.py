@@ -3,7 +3,7 @@
 ``--reference-compat`` (``model.reference_compat=true``) selects every piece below at once;
 each is also its own switch (see ``docs/hardymer.md``). Faithfulness is tested against numbers
 the reference modules produced (``tools/reference_golden.py``,
-``tests/test_reference_golden.py``), through the name mapping in :data:`TEACHER_NAMES`.
+``tests/test_reference_golden.py``), through the name mapping documented in ``docs/hardymer.md``.
 
 * :class:`ReferenceTeacher` — ``models.EasyReconstructModel``: MoMKE's experts, stage 2 the
   *sum* of every expert's output (no router), one decoder ``3D -> 1024 -> a+t+v`` from the
@@ -127,6 +127,13 @@ def rec_loss(recon: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
     per = sum(missing[..., i] * (recon[m] - target[m]).pow(2).sum(-1) / recon[m].shape[-1]
               for i, m in enumerate(recon))
     return (per * u).sum() / utt_mask.sum().clamp(min=1)
+
+
+def condition_missing(available: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, S, M) float: the modalities a batch's condition hides, at *every* position (the
+    reference's mask does not know padding): missing where no utterance has it available."""
+    seen = available.flatten(0, 1).any(0)
+    return (~seen).to(dtype).expand(available.shape)
 
 
 def rec_per_utterance(recon, target, missing, utt_mask) -> torch.Tensor:
@@ -253,8 +260,7 @@ class ReferenceTeacher(MoMKE):
         dtype = batch.x[self.modalities[0]].dtype
         if self.config.mask_mode == "random":
             return (batch.present & ~batch.available).to(dtype)
-        seen = batch.available.flatten(0, 1).any(0)
-        return (~seen).to(dtype).expand(batch.available.shape)
+        return condition_missing(batch.available, dtype)
 
     def stage_loss(self, batch: Batch, stage: Stage):
         first = stage.name == "unimodal"
