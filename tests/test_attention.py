@@ -68,3 +68,25 @@ def test_both_modules_agree():
     mask = torch.rand(3, 7) > 0.4
     mask[0] = False
     assert torch.allclose(a(x, mask), b(x, mask), atol=1e-6)
+
+
+def test_one_utterance_shortcut_equals_the_full_path():
+    """S == 1 (utterance-level data) skips q and k: same output, same gradients — q and k
+    get exact zeros, not None, so Adam treats them as before."""
+    torch.manual_seed(0)
+    fast = MaskedSelfAttention(8, 2).double()
+    loop = MaskedSelfAttention(8, 2, impl="loop").double()   # the full computation
+    loop.load_state_dict(fast.state_dict())
+    x = torch.randn(5, 1, 8, dtype=torch.float64)
+    key_mask = torch.tensor([[True], [False], [True], [True], [False]])
+    outs = []
+    for mod in (fast, loop):
+        mod.zero_grad()
+        out = mod(x, key_mask)
+        (out.sin().sum()).backward()
+        outs.append((out, {n: p.grad.clone() for n, p in mod.named_parameters()}))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=1e-12)
+    assert outs[0][0][1].abs().max() == 0           # a masked utterance attends to nothing
+    for n, g in outs[1][1].items():
+        torch.testing.assert_close(outs[0][1][n], g, rtol=0, atol=1e-12)
+    assert float(outs[0][1]["q.weight"].abs().max()) == 0.0

@@ -21,8 +21,11 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_kill_matches_uninterrupted(toy, tmp_path):
-    cfg = cfg_for()
+@pytest.mark.parametrize("every, last_at", [(1, 4), (3, 2)])
+def test_resume_after_kill_matches_uninterrupted(toy, tmp_path, every, last_at):
+    """Killed after epoch 4: resumes from the last checkpoint written (epoch 4 when writing
+    every epoch; the end of stage 1 with a 3-epoch cadence) and replays to the same end."""
+    cfg = cfg_for(f"train.checkpoint_every={every}")
     fold = make_folds(toy)[0]
     data = FoldData(toy, fold, parse_condition("random:0.4", toy.modalities), seed=cfg.train.seed)
 
@@ -34,7 +37,7 @@ def test_resume_after_kill_matches_uninterrupted(toy, tmp_path):
     with pytest.raises(Killed):
         Trainer(cfg.train, tmp_path / "cut", progress=False, on_epoch_end=kill_at_4).fit(
             build_method(cfg, toy), data)
-    assert json.loads((tmp_path / "cut" / "last.json").read_text())["epoch"] == 4
+    assert json.loads((tmp_path / "cut" / "last.json").read_text())["epoch"] == last_at
     resumed = Trainer(cfg.train, tmp_path / "cut", progress=False).fit(build_method(cfg, toy), data)
     assert resumed.test == full.test and resumed.val == full.val
     assert resumed.selected_epoch == full.selected_epoch
@@ -93,3 +96,59 @@ def test_bad_fold_is_a_clear_error(toy):
     with pytest.raises(ValueError, match="fold 7 does not exist"):
         run_experiment(cfg_for(), toy, [parse_condition("a", toy.modalities)], [7], None,
                        progress=False)
+
+
+def test_auto_checkpoint_cadence_writes_at_stage_ends(toy, tmp_path, monkeypatch):
+    """Auto cadence: a write that costs more than 1/20 of the training since the last one
+    waits; the end of each stage is always written."""
+    import hardymer.training.trainer as trainer_mod
+    written = []
+    real = trainer_mod.save_checkpoint
+
+    def slow_save(stem, model, opt, state):
+        real(stem, model, opt, state)
+        if stem.name == "last":
+            written.append(state["epoch"])
+            trainer_mod.time.sleep(0.2)   # a write far costlier than these tiny epochs
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", slow_save)
+    cfg = cfg_for("train.epochs=[3,4]")
+    data = FoldData(toy, make_folds(toy)[0], parse_condition("at", toy.modalities), seed=0)
+    Trainer(cfg.train, tmp_path, progress=False).fit(build_method(cfg, toy), data)
+    assert written[0] == 1 and 3 in written and written[-1] == 7
+    assert len(written) < 7
+
+
+@pytest.mark.parametrize("protocol", ["val", "paper"])
+def test_patience_stops_on_the_protocols_metric_and_resumes_stopped(toy, tmp_path, protocol):
+    cfg = cfg_for("train.epochs=[1,30]", "train.patience=2", f"train.protocol={protocol}",
+                  "train.lr=3e-2")
+    data = FoldData(toy, make_folds(toy)[0], parse_condition("t", toy.modalities), seed=0)
+    res = Trainer(cfg.train, tmp_path, progress=False).fit(build_method(cfg, toy), data)
+    judged = "test_WA" if protocol == "paper" else "val_WA"
+    rows = [r for r in res.history if judged in r]
+    assert len(res.history) < 31                       # stopped early
+    best = max(rows, key=lambda r: r[judged])          # first of the maxima: `better` is strict
+    assert res.selected_epoch == best["epoch"] == res.history[-1]["epoch"] - 2
+    assert all(r[judged] <= best[judged] for r in rows[-2:])
+    if protocol == "val":
+        assert not any(k.startswith("test_") for r in res.history for k in r)
+    again = Trainer(cfg.train, tmp_path, progress=False).fit(build_method(cfg, toy), data)
+    assert len(again.history) == len(res.history) and again.test == res.test
+
+
+def test_utterance_budget_batches_pack_whole_sequences(toy):
+    from hardymer.training.loaders import UtteranceBudgetBatches
+    lengths = [len(s) for s in toy.sequences]
+    batches = list(UtteranceBudgetBatches(range(len(lengths)), lengths, 30))
+    assert [i for b in batches for i in b] == list(range(len(lengths)))   # order kept
+    for b in batches:
+        assert sum(lengths[i] for i in b) <= 30 or len(b) == 1
+    for b, nxt in zip(batches, batches[1:]):     # greedy: the next sequence did not fit
+        assert sum(lengths[i] for i in b) + lengths[nxt[0]] > 30
+    cfg = cfg_for("train.batch_utterances=30")
+    data = FoldData(toy, make_folds(toy)[0], parse_condition("at", toy.modalities), seed=0)
+    loader = data.train_loader(1, True, cfg.train.batch_size, None, cfg.train.batch_utterances)
+    sizes = [b.n_utterances for b in loader]
+    assert sum(sizes) == len(toy.rows_of(make_folds(toy)[0].train))
+    res = Trainer(cfg.train, None, progress=False).fit(build_method(cfg, toy), data)
+    assert res.history[-1]["train_utt_per_s"] > 0

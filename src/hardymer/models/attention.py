@@ -63,7 +63,11 @@ class MaskedSelfAttention(nn.Module):
     """q, k, v linear maps and multi-head attention; no output projection (as the reference).
 
     Input and output: (B, S, D). ``key_mask`` (B, S) marks utterances whose keys may be used.
+    ``one_key_shortcut`` (on; off is the old path, for benchmarks): with one utterance per
+    sequence, skip q and k, whose result cannot matter.
     """
+
+    one_key_shortcut = True
 
     def __init__(self, dim: int, n_heads: int, attn_dropout: float = 0.0, impl: str = "sdpa"):
         super().__init__()
@@ -77,9 +81,16 @@ class MaskedSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         B, S, D = x.shape
         H = self.n_heads
+        p = self.attn_dropout if self.training else 0.0
+        if S == 1 and p == 0.0 and self.impl == "sdpa" and self.one_key_shortcut:
+            # One key: its softmax weight is exactly 1 (0 when masked), so the output is v and
+            # q, k get exactly zero gradient. Kept as zeros (not None), so Adam's weight decay
+            # and moments move as on the full path. Utterance-level data is all S == 1.
+            zero = sum(t.sum() for t in (self.q.weight, self.q.bias, self.k.weight, self.k.bias))
+            return self.v(x) * key_mask[..., None].to(x.dtype) + 0.0 * zero
         split = lambda t: t.view(B, S, H, D // H).transpose(1, 2)  # noqa: E731  (B, H, S, d_h)
         out = masked_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), key_mask,
-                               self.attn_dropout if self.training else 0.0, self.impl)
+                               p, self.impl)
         return out.transpose(1, 2).reshape(B, S, D)
 
 

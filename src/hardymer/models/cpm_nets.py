@@ -162,14 +162,15 @@ class CPMNets(Method):
         cls[rows] = self._hinge_classes(torch.as_tensor(ds.labels)[rows])
         self.train_class = cls.to(device)
 
-    def configure_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    def configure_optimizer(self, lr: float, weight_decay: float,
+                            fused: bool = False) -> torch.optim.Optimizer:
         """Adam, two groups: networks (decoders, head) and the latent table (no decay)."""
         nets = [p for n, p in self.named_parameters() if n != "latents"]
         return torch.optim.Adam([
             {"params": nets, "lr": lr * self.config.decoder_lr_scale,
              "weight_decay": weight_decay},
             {"params": [self.latents], "lr": lr * self.config.latent_lr_scale,
-             "weight_decay": 0.0}], lr=lr)
+             "weight_decay": 0.0}], lr=lr, fused=fused or None)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -41,9 +41,10 @@ class MoMKEConfig:
     mixing: bool = True          # ablation "without experts mixing training": False
     router: bool = True          # ablation "without router" (equal weights): False
     prenorm: bool = False        # ours, not the paper's: LayerNorm before attention and MLP
-    skip_absent: bool = False    # ours: no projection, router or expert pass for a modality
+    skip_absent: bool = True     # ours: no projection, router or expert pass for a modality
                                  # absent from the whole batch (same outputs and gradients;
-                                 # with dropout on, the RNG stream and so the numbers differ)
+                                 # with dropout on, the RNG stream and so the numbers differ
+                                 # from the unskipped path, false, the old one)
 
 
 class Mlp(nn.Sequential):

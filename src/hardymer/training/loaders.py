@@ -33,6 +33,26 @@ def seeded_random_sampler(seed: int) -> SamplerFactory:
     return make
 
 
+class UtteranceBudgetBatches(Sampler[list[int]]):
+    """Batches of whole sequences, in ``sampler``'s order, of at most ``budget`` utterances
+    each (a longer sequence goes alone). Wraps any sampler, a distributed one included."""
+
+    def __init__(self, sampler: Sampler, lengths: np.ndarray, budget: int):
+        self.sampler, self.lengths, self.budget = sampler, lengths, int(budget)
+
+    def __iter__(self):
+        batch, n = [], 0
+        for i in self.sampler:
+            size = int(self.lengths[i])
+            if batch and n + size > self.budget:
+                yield batch
+                batch, n = [], 0
+            batch.append(i)
+            n += size
+        if batch:
+            yield batch
+
+
 @dataclass
 class FoldData:
     """The data of one fold under one condition."""
@@ -51,10 +71,17 @@ class FoldData:
         return self._mask(draw=epoch)
 
     def train_loader(self, epoch: int, conditioned: bool, batch_size: int,
-                     sampler_factory: SamplerFactory | None = None) -> DataLoader:
+                     sampler_factory: SamplerFactory | None = None,
+                     batch_utterances: int | None = None) -> DataLoader:
+        """Shuffled training batches of ``batch_size`` sequences, or with ``batch_utterances``
+        of whole sequences up to that many utterances."""
         mask = self.train_mask(epoch) if conditioned else None
         ds = SequenceDataset(self.dataset, self.fold.train, mask)
         sampler = (sampler_factory or seeded_random_sampler(self.seed))(ds, epoch)
+        if batch_utterances is not None:
+            lengths = np.array([len(self.dataset.sequences[s]) for s in ds.sequence_indices])
+            return DataLoader(ds, batch_sampler=UtteranceBudgetBatches(
+                sampler, lengths, batch_utterances), collate_fn=ds.collate)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate)
 
     def eval_loader(self, split: str, batch_size: int, condition: Condition | None = None

@@ -8,10 +8,14 @@ Selection (``TrainConfig.protocol``):
   ``paper`` — keep the epoch with the best *test* metric (the MoMKE / HARDY-MER papers' rule).
 Only epochs of stages with ``select=True`` compete (MoMKE: stage 2).
 
-Files in ``out_dir`` (rank 0 only): ``last.{safetensors,json}`` after every epoch,
+Files in ``out_dir`` (rank 0 only): ``last.{safetensors,json}`` on the cadence of
+``checkpoint_every`` (auto: writes take at most ~5 % of the time; always at a stage's end),
 ``best.{safetensors,json}`` when selection improves, ``metrics.jsonl`` and ``metrics.csv``
-(one row per epoch). A killed run restarted with the same ``out_dir`` resumes from ``last``
-and ends with the same metrics as an uninterrupted run.
+(one row per epoch). A killed run restarted with the same ``out_dir`` resumes from ``last``,
+replays the epochs after it, and ends with the same metrics as an uninterrupted run.
+
+Early stopping (``patience``) ends the fit after that many selection epochs without
+improvement; the stop is recorded in ``last``, so a restart does not train on.
 """
 from __future__ import annotations
 
@@ -138,17 +142,18 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         method.to(self.device)
         stages = stages if stages is not None else method.stages(list(cfg.epochs))
-        optimizer = method.configure_optimizer(cfg.lr, cfg.weight_decay)
+        optimizer = method.configure_optimizer(cfg.lr, cfg.weight_decay,
+                                               fused=cfg.fused_optimizer)
         metric = cfg.select_metric or default_selection_metric(method.task)
-        state = {"epoch": 0, "best": None, "best_epoch": None, "history": []}
+        state = {"epoch": 0, "best": None, "best_epoch": None, "history": [], "stopped": None}
 
         last = self.out_dir / "last" if self.out_dir is not None else None
         source = last if last is not None and checkpoint_exists(last) else init_from
         if source is not None and checkpoint_exists(source):
             saved = load_checkpoint(source, method, optimizer, restore_rng=True)
-            state.update({k: saved[k] for k in state})
+            state.update({k: saved.get(k, state[k]) for k in state})
             if source != last:  # inherited epochs: selection restarts in this run
-                state["best"], state["best_epoch"] = None, None
+                state["best"], state["best_epoch"], state["stopped"] = None, None, None
         else:
             torch.manual_seed(cfg.seed)
 
@@ -156,24 +161,28 @@ class Trainer:
         desc = f"{getattr(method, 'method_name', 'train')} [{data.condition.name}]"
         bar = tqdm(total=total, initial=state["epoch"], disable=not self.progress, desc=desc,
                    unit="epoch", leave=False)
+        self._ckpt = {"cost": None, "since": 0.0, "written": state["epoch"]}
         epoch, timed = 0, False
         for stage in stages:
-            for _ in range(stage.epochs):
+            for i in range(stage.epochs):
                 epoch += 1
-                if epoch <= state["epoch"]:
-                    continue  # done before the restart
+                if epoch <= state["epoch"] or state["stopped"] is not None:
+                    continue  # done before the restart, or stopped early
                 t_epoch = time.perf_counter()
                 row = self._run_epoch(method, optimizer, data, stage, epoch, metric, state)
+                if self._stale(state, metric):
+                    state["stopped"] = epoch
+                    self._note(bar, f"{desc}: early stop after epoch {epoch}: no better "
+                               f"{'test' if cfg.protocol == 'paper' else 'val'} {metric} for "
+                               f"{cfg.patience} epochs (best: epoch {state['best_epoch']})")
+                self._save_last(method, optimizer, state, time.perf_counter() - t_epoch,
+                                end=i == stage.epochs - 1 or state["stopped"] is not None)
                 bar.update(1)
                 if not timed and epoch < total:
                     timed, secs = True, time.perf_counter() - t_epoch
-                    note = (f"{desc}: first epoch {secs:.1f} s; estimated "
-                            f"{_duration(secs * (total - epoch))} for the {total - epoch} "
-                            "epochs left of this fit")
-                    if self.progress:
-                        bar.write(note, file=bar.fp)
-                    else:  # shown when the caller asks for hardymer's INFO logs (train does)
-                        log.info(note)
+                    self._note(bar, f"{desc}: first epoch {secs:.1f} s; estimated "
+                               f"{_duration(secs * (total - epoch))} for the {total - epoch} "
+                               "epochs left of this fit")
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
                                  if k.startswith(("val_", "test_")) and k.endswith(metric)})
                 if self.on_epoch_end is not None:
@@ -183,6 +192,41 @@ class Trainer:
             return FitResult(None, {}, {}, state["history"], time.perf_counter() - t0)
         return self._finish(method, data, metric, state, time.perf_counter() - t0)
 
+    def _note(self, bar, note: str) -> None:
+        if self.progress:
+            bar.write(note, file=bar.fp)
+        else:  # shown when the caller asks for hardymer's INFO logs (train does)
+            log.info(note)
+
+    def _stale(self, state, metric) -> bool:
+        """True when ``patience`` selection epochs have passed since the best one."""
+        if self.config.patience is None or state["best_epoch"] is None:
+            return False
+        key = ("test_" if self.config.protocol == "paper" else "val_") + metric
+        judged = [r for r in state["history"] if key in r and r["epoch"] > state["best_epoch"]]
+        return len(judged) >= self.config.patience
+
+    def _save_last(self, method, optimizer, state, epoch_seconds: float, end: bool) -> None:
+        """Write ``last`` on the cadence of ``checkpoint_every`` (always at a stage's end).
+
+        Auto (0) writes when the training time since the last write is at least 20x what that
+        write cost, so checkpoints take at most ~5 % of the time. Skipped epochs cost nothing
+        on a restart but their replay: loaders and RNG are restored from ``last``.
+        """
+        if not self.writes:
+            return
+        ck, every = self._ckpt, self.config.checkpoint_every
+        ck["since"] += epoch_seconds
+        due = (state["epoch"] - ck["written"] >= every) if every else (
+            ck["cost"] is None or ck["since"] >= 20 * ck["cost"])
+        if due or end:
+            t0 = time.perf_counter()
+            save_checkpoint(self.out_dir / "last", method, optimizer, state)
+            ck.update(cost=time.perf_counter() - t0, since=0.0, written=state["epoch"])
+        # Rewritten whole from the history: no duplicate rows after a restart.
+        atomic_write_text(self.out_dir / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in state["history"]))
+
     # --- one epoch ----------------------------------------------------------------------------
     def _run_epoch(self, method, optimizer, data, stage, epoch, metric, state) -> dict:
         cfg = self.config
@@ -191,7 +235,7 @@ class Trainer:
         for group in optimizer.param_groups:
             group.update(method.optimizer_settings(stage))
         loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
-                                   self.sampler_factory)
+                                   self.sampler_factory, cfg.batch_utterances)
         sums: dict[str, float] = {}
         n_batches, n_utts, t0 = 0, 0, time.perf_counter()
         for batch in loader:
@@ -229,11 +273,6 @@ class Trainer:
                                             for k, v in method.state_dict().items()}
         state["epoch"] = epoch
         state["history"].append(row)
-        if self.writes:
-            save_checkpoint(self.out_dir / "last", method, optimizer, state)
-            # Rewritten whole from the checkpointed history: no duplicate rows after a restart.
-            atomic_write_text(self.out_dir / "metrics.jsonl",
-                              "".join(json.dumps(r) + "\n" for r in state["history"]))
         return row
 
     # --- selection and final evaluation -------------------------------------------------------
