@@ -137,6 +137,28 @@ def test_weights_and_explicit_forms_give_the_same_objective(tiny, prepared):
     assert losses["weights"]["task"] == pytest.approx(losses["explicit"]["task"], rel=1e-6)
 
 
+def test_random_rates_use_the_weights_approximation_unless_explicit_is_named(tiny, prepared):
+    """Under random:p the default (auto) is the weights form — a documented approximation:
+    each support is scored under its own epoch mask, not its query's — so it differs from the
+    explicit form there, and the explicit form stays available by name."""
+    cfg, fold, ctx = prepared
+    data = FoldData(ctx.dataset, fold, parse_condition("random:0.5", tiny.modalities), seed=0)
+    sup = {}
+    for form in ("auto", "weights", "explicit"):
+        torch.manual_seed(0)
+        m = create_method("hardymer", ctx.dataset.dims, ctx.dataset.n_classes, tiny.task,
+                          **{**cfg.model, "sup_form": form})
+        m.attach(ctx, data, None)
+        stage = m.stages([1, 1])[1]
+        m.on_epoch_start(1, stage, data)
+        m.eval()
+        batch = next(iter(data.train_loader(1, True, batch_size=len(fold.train))))
+        with torch.no_grad():
+            sup[form] = m.stage_loss(batch, stage)[1]["sup"]
+    assert sup["auto"] == sup["weights"] > 0
+    assert abs(sup["explicit"] - sup["weights"]) > 1e-5      # another objective (close)
+
+
 def test_no_search_or_teacher_inside_training_steps(tiny, monkeypatch):
     calls = {"rank": 0, "terms": 0}
     rank, terms = context_mod.rank_candidates, context_mod.hardness_terms

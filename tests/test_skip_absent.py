@@ -1,5 +1,6 @@
-"""Skipping absent modalities (``model.skip_absent``) changes no number: outputs and parameter
-gradients equal the full computation's (float64, dropout off), under every condition."""
+"""Skipping absent work (``model.skip_absent``) changes no number: outputs and parameter
+gradients equal the full computation's (float64, dropout off), under every fixed condition and
+under per-utterance random masks (where the expert layers run on the available rows only)."""
 from dataclasses import replace
 
 import pytest
@@ -16,9 +17,18 @@ NO_DROPOUT = dict(hidden=16, depth=2, heads=2, dropout=0.0, attn_dropout=0.0)
 def _batch(toy, cond):
     rows = [toy.sequences[i] for i in range(6)]
     batch = collate(toy, rows)
-    keep = torch.tensor([m in cond.keep for m in toy.modalities])
+    if cond == "random":   # each utterance its own mask, at least one modality kept
+        g = torch.Generator().manual_seed(1)
+        keep = torch.rand(batch.available.shape, generator=g) < 0.5
+        keep[..., 0] |= ~keep.any(-1)
+    else:
+        keep = torch.tensor([m in cond.keep for m in toy.modalities])
     batch = batch.with_available(batch.available & keep)
     return replace(batch, x={m: v.double() for m, v in batch.x.items()})
+
+
+def _conditions(toy):
+    return list(all_fixed_conditions(toy.modalities)) + ["random"]
 
 
 def _run(model, batch, out):
@@ -32,7 +42,7 @@ def _run(model, batch, out):
 
 
 def _pair(build, toy, out):
-    for cond in all_fixed_conditions(toy.modalities):
+    for cond in _conditions(toy):
         batch = _batch(toy, cond)
         results = []
         for skip in (False, True):
@@ -45,7 +55,7 @@ def _pair(build, toy, out):
         for name in g0:
             if g0[name] is not None:
                 torch.testing.assert_close(g1[name], g0[name], rtol=0, atol=1e-6,
-                                           msg=f"{cond.name}: gradient of {name}")
+                                           msg=f"{cond}: gradient of {name}")
 
 
 @pytest.mark.parametrize("method,extra", [
@@ -74,8 +84,34 @@ def test_absent_modalities_do_no_expert_work(toy):
     model = create_method("momke", dims=toy.dims, n_outputs=4, task="classification",
                           skip_absent=True, **NO_DROPOUT).double()
     seen = []
-    model.experts["t"].register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    model.experts["t"].layers[0].mlp.register_forward_hook(
+        lambda mod, args, out: seen.append(args[0].shape[0]))
     cond = next(c for c in all_fixed_conditions(toy.modalities) if c.name == "a")
     batch = _batch(toy, cond)
     model(batch)
-    assert seen == [batch.available.shape[0]]       # B rows: only audio went through expert t
+    assert seen == [int(batch.available[..., 0].sum())]   # only audio's utterances, no padding
+
+
+@pytest.mark.parametrize("method", ["momke", "hardymer"])
+def test_stage_one_loss_and_gradients_equal_the_full_computation(toy, method):
+    """Stage 1 runs each expert on the utterances its modality has (no padding slots)."""
+    def build(skip):
+        return create_method(method, dims=toy.dims, n_outputs=4, task="classification",
+                             skip_absent=skip, **NO_DROPOUT)
+    stage = build(True).stages([1, 1])[0]
+    assert stage.name == "unimodal"
+    _pair(build, toy, lambda m, b: m.stage_loss(b, stage)[0])
+
+
+def test_expert_layers_run_on_available_rows_only(toy):
+    """Under per-utterance masks the expert layers see the N available utterances of each
+    input modality, not the B x S padded grid."""
+    model = create_method("momke", dims=toy.dims, n_outputs=4, task="classification",
+                          skip_absent=True, **NO_DROPOUT).double()
+    seen = []
+    model.experts["t"].layers[0].mlp.register_forward_hook(
+        lambda mod, args, out: seen.append(args[0].shape[0]))
+    batch = _batch(toy, "random")
+    model(batch)
+    assert seen == [int(batch.available.sum())]
+    assert seen[0] < batch.available.shape[0] * batch.available.shape[1] * 3

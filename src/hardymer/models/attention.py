@@ -93,6 +93,28 @@ class MaskedSelfAttention(nn.Module):
                                p, self.impl)
         return out.transpose(1, 2).reshape(B, S, D)
 
+    def packed(self, h: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor
+               ) -> torch.Tensor:
+        """The same attention computed for the available positions only.
+
+        ``h`` (N, D) are the rows ``rows`` (N,) of the flattened (B*S) grid where ``key_mask``
+        (B, S) is True. The q, k, v maps run on the N rows; only the attention itself sees
+        the padded grid. Returns (N, D): what :meth:`forward` gives at those positions.
+        """
+        B, S = key_mask.shape
+        D, H = h.shape[1], self.n_heads
+        p = self.attn_dropout if self.training else 0.0
+        if S == 1 and p == 0.0 and self.impl == "sdpa" and self.one_key_shortcut:
+            zero = sum(t.sum() for t in (self.q.weight, self.q.bias, self.k.weight, self.k.bias))
+            return self.v(h) + 0.0 * zero      # every packed row is its own available key
+
+        def grid(t):  # (N, D) -> (B, H, S, d_h), zero at the positions not computed
+            full = t.new_zeros(B * S, D).index_copy(0, rows, t)
+            return full.view(B, S, H, D // H).transpose(1, 2)
+        out = masked_attention(grid(self.q(h)), grid(self.k(h)), grid(self.v(h)), key_mask,
+                               p, self.impl)
+        return out.transpose(1, 2).reshape(B * S, D).index_select(0, rows)
+
 
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -42,9 +42,10 @@ class MoMKEConfig:
     router: bool = True          # ablation "without router" (equal weights): False
     prenorm: bool = False        # ours, not the paper's: LayerNorm before attention and MLP
     skip_absent: bool = True     # ours: no projection, router or expert pass for a modality
-                                 # absent from the whole batch (same outputs and gradients;
-                                 # with dropout on, the RNG stream and so the numbers differ
-                                 # from the unskipped path, false, the old one)
+                                 # absent from the whole batch, and expert layers only on the
+                                 # available utterances (no padding, no hidden rows). Same
+                                 # outputs and gradients; with dropout on, the RNG stream and
+                                 # so the numbers differ from false (the old path)
 
 
 class Mlp(nn.Sequential):
@@ -69,18 +70,46 @@ class ExpertLayer(nn.Module):
         out = self.attn(self.norm1(x), key_mask)
         return out + self.mlp(self.norm2(out))
 
+    def packed(self, h: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor
+               ) -> torch.Tensor:
+        """:meth:`forward` on the N available rows ``h`` (N, D) only (see ``Expert``)."""
+        out = self.attn.packed(self.norm1(h), rows, key_mask)
+        return out + self.mlp(self.norm2(out))
+
 
 class Expert(nn.Module):
-    """A stack of residual expert layers. (B, S, D) -> (B, S, D)."""
+    """A stack of residual expert layers. (B, S, D) -> (B, S, D).
+
+    With ``packed``, only positions where ``key_mask`` is True are computed and the others come
+    out zero. Nothing at a masked position can reach an unmasked one (it is no key, and the
+    other layers are per utterance), so where the caller discards masked positions — MoMKE
+    multiplies by availability, its losses mask them — the result and the gradients are those
+    of the full grid, at the cost of the available utterances instead of B x S padded slots
+    (IEMOCAP batches of 16 dialogues are about two thirds padding).
+    """
 
     def __init__(self, cfg: MoMKEConfig):
         super().__init__()
         self.layers = nn.ModuleList(ExpertLayer(cfg) for _ in range(cfg.depth))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, packed: bool = False
+                ) -> torch.Tensor:
+        if not packed:
+            for layer in self.layers:
+                x = x + layer(x, key_mask)
+            return x
+        B, S, D = x.shape
+        rows = key_mask.reshape(-1).nonzero().squeeze(1)                 # (N,)
+        h = self.rows(x.reshape(B * S, D).index_select(0, rows), rows, key_mask)
+        return x.new_zeros(B * S, D).index_copy(0, rows, h).view(B, S, D)
+
+    def rows(self, h: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor
+             ) -> torch.Tensor:
+        """The packed computation: ``h`` (N, D) are the positions ``rows`` (N,) of the
+        flattened (B*S) grid where ``key_mask`` (B, S) is True. Returns (N, D)."""
         for layer in self.layers:
-            x = x + layer(x, key_mask)
-        return x
+            h = h + layer.packed(h, rows, key_mask)
+        return h
 
 
 @register_method("momke")
@@ -139,7 +168,8 @@ class MoMKE(Method):
 
     def _through_experts(self, p: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                          expert_names) -> dict[str, torch.Tensor]:
-        """Every input modality of ``p`` through each named expert, stacked on the batch axis.
+        """Every input modality of ``p`` through each named expert, stacked on the batch axis,
+        on the full grid (the old path; the reference teacher reads its masked positions).
 
         Returns name -> (M', B, S, D): expert ``e``'s output for each of the M' inputs, in
         ``p``'s order.
@@ -170,10 +200,15 @@ class MoMKE(Method):
         Tensor (B, S, M, D)
         """
         names = self.present_modalities(batch)
+        if self.config.skip_absent:
+            r = self._mixed_rows(batch, names)
+            if len(names) < len(self.modalities):
+                r = self._scatter_modalities(r, names)
+            return r.permute(1, 2, 0, 3)                                  # (B, S, M, D)
         p = self._project(batch, names)
         masks = {m: batch.available[..., i] for i, m in enumerate(self.modalities)}
         if self.config.mixing:
-            outs = self._through_experts(p, masks, self.modalities)        # e -> (M', B, S, D)
+            outs = self._through_experts(p, masks, self.modalities)       # e -> (M', B, S, D)
             R = torch.stack([outs[e] for e in self.modalities], dim=3)    # (M', B, S, E, D)
             if self.config.router:
                 w = torch.stack([self.routers[m](p[m]) for m in names]).softmax(-1)
@@ -186,6 +221,38 @@ class MoMKE(Method):
             r = self._scatter_modalities(r, names)
         r = r.permute(1, 2, 0, 3)                                         # (B, S, M, D)
         return r * batch.available[..., None].to(r.dtype)
+
+    def _mixed_rows(self, batch: Batch, names) -> torch.Tensor:
+        """:meth:`mixed_representations` computed on the available utterances only.
+
+        The M' input modalities ``names`` are stacked on the batch axis as in
+        :meth:`_through_experts`, then reduced to their N available positions: projection,
+        routers, dropout and expert layers run on (N, D) rows; only attention sees the grid.
+        Returns (M', B, S, D), zero where the modality is unavailable.
+        """
+        B, S, _ = batch.available.shape
+        idx = [self.modalities.index(m) for m in names]
+        km = batch.available[..., idx].permute(2, 0, 1).reshape(len(names) * B, S)  # (M'B, S)
+        per_m = km.view(len(names), B * S)                                # (M', B*S)
+        rows = km.reshape(-1).nonzero().squeeze(1)                        # (N,) in M'·B·S
+        counts = per_m.sum(1).tolist()                                    # N_m per modality
+        p = [self.drop(self.proj[m](batch.x[m].reshape(B * S, -1)[per_m[k]]))
+             for k, m in enumerate(names)]                                # (N_m, D) each
+        h = torch.cat(p)                                                  # (N, D)
+        if self.config.mixing:
+            R = torch.stack([self.experts[e].rows(h, rows, km) for e in self.modalities], 1)
+            if self.config.router:                                        # (N, E, D)
+                w = torch.cat([self.routers[m](pm) for m, pm in zip(names, p)]).softmax(-1)
+            else:
+                w = torch.full(R.shape[:-1], 1.0 / len(self.modalities), device=R.device)
+            r = (w[..., None] * R).sum(1)                                 # (N, D)
+        else:  # ablation: each modality only through its own expert
+            starts = [0] + torch.tensor(counts).cumsum(0).tolist()
+            r = torch.cat([self.experts[m].rows(h[a:b], rows[a:b], km) for m, a, b in
+                           zip(names, starts, starts[1:])])
+        D = r.shape[-1]
+        return r.new_zeros(len(names) * B * S, D).index_copy(0, rows, r).view(
+            len(names), B, S, D)
 
     def _scatter_modalities(self, r: torch.Tensor, names) -> torch.Tensor:
         """(M', B, S, D) of ``names`` -> (M, B, S, D) with zeros for the skipped modalities,
@@ -219,7 +286,8 @@ class MoMKE(Method):
         p = self._project(batch)
         out = {}
         for i, m in enumerate(self.modalities):
-            out[m] = self.unimodal_heads[m](self.experts[m](p[m], batch.available[..., i]))
+            out[m] = self.unimodal_heads[m](self.experts[m](p[m], batch.available[..., i],
+                                                            self.config.skip_absent))
         return out
 
     def stage_loss(self, batch: Batch, stage: Stage):

@@ -259,10 +259,12 @@ class Trainer:
                "train_seconds": time.perf_counter() - t0,
                "train_utt_per_s": n_utts / max(time.perf_counter() - t0, 1e-9)}
         if stage.select:
+            t_eval = time.perf_counter()
             splits = ["val", "test"] if cfg.protocol == "paper" else ["val"]
             for split in splits:
                 res = evaluate(method, data.eval_loader(split, cfg.eval_batch_size), self.device)
                 row.update({f"{split}_{k}": v for k, v in res.items()})
+            row["eval_seconds"] = time.perf_counter() - t_eval
             judge = row["test_" + metric] if cfg.protocol == "paper" else row["val_" + metric]
             if better(metric, judge, state["best"]):
                 state["best"], state["best_epoch"] = judge, epoch

@@ -15,7 +15,8 @@ Training (stage 2, ``stage_loss``), per query sample x::
 with two exact forms of ``L_sup`` under a fixed condition (spec §6): ``explicit`` (forward the
 supports' dialogues with x's missing pattern) and ``weights`` (each training sample j carries
 ``1 + lambda_sup w_j``, ``w_j = sum_{x: j in S(x)} 1/k'_x``; no extra forward). ``sup_form=auto``
-uses weights under fixed conditions and explicit under ``random:p`` (where only it is exact).
+uses weights; under ``random:p`` that is an approximation (a support is scored under its own
+epoch mask, not its query's; measured against explicit in docs/hardymer.md).
 Test time: one forward pass, no teacher, no retrieval.
 
 The model is MoMKE plus decoders (for ``L_rec``); stage 1 is MoMKE's unimodal stage.
@@ -349,9 +350,7 @@ class HardyMER(MoMKE):
         if (cfg.sup_form == "explicit" or cfg.support_labels == "query"
                 or cfg.hardness_scope == "batch" or cfg.plan_scope == "step"):
             return "explicit"
-        if cfg.sup_form == "weights":
-            return "weights"
-        return "explicit" if self.ctx.condition_is_random else "weights"
+        return "weights"   # auto: under random:p a documented approximation (docs/hardymer.md)
 
     # --- explicit supports --------------------------------------------------------------------
     def _batch_supports(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
