@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utterance import utterance_level_data  # noqa: E402
+from bench_utterance import OLD, set_one_key_shortcut, utterance_level_data  # noqa: E402
 
 
 def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -52,20 +52,16 @@ def step_figures(ds, batch_utterances, old: bool, steps: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hardymer.models.attention import MaskedSelfAttention
     from hardymer.protocol import make_folds, parse_condition
     from hardymer.runs.config import load_run_config
     from hardymer.runs.experiment import build_method
     from hardymer.training.loaders import FoldData
 
-    sets = ["train.fused_optimizer=false", "model.skip_absent=false"] if old else []
-    cfg = load_run_config("momke", ds.family, sets)
+    cfg = load_run_config("momke", ds.family, OLD if old else [])   # checkpoints: unused here
     data = FoldData(ds, make_folds(ds)[0], parse_condition("at", ds.modalities), seed=0)
     torch.manual_seed(0)
     method = build_method(cfg, ds)
-    for mod in method.modules():
-        if isinstance(mod, MaskedSelfAttention):
-            mod.one_key_shortcut = not old
+    set_one_key_shortcut(method, not old)
     opt = method.configure_optimizer(cfg.train.lr, cfg.train.weight_decay,
                                      fused=cfg.train.fused_optimizer)
     stage = {s.name: s for s in method.stages([1, 1])}["mixing"]

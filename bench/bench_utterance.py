@@ -43,11 +43,19 @@ def utterance_level_data(n: int = 3000):
                     speakers_per_sequence=1, dims=(64, 128, 32))
 
 
+# The defaults before the #18 speed changes (also read by bench_flops.py and full_table.py).
 OLD = ["train.fused_optimizer=false", "train.checkpoint_every=1", "model.skip_absent=false"]
 
 
-def fit_once(ds, fold, condition, sets: list[str], shortcut: bool, device: str) -> dict:
+def set_one_key_shortcut(method, on: bool) -> None:
+    """Turn the attention's one-key shortcut on (default) or off (the old path)."""
     from hardymer.models.attention import MaskedSelfAttention
+    for mod in method.modules():
+        if isinstance(mod, MaskedSelfAttention):
+            mod.one_key_shortcut = on
+
+
+def fit_once(ds, fold, condition, sets: list[str], shortcut: bool, device: str) -> dict:
     from hardymer.runs.config import load_run_config
     from hardymer.runs.experiment import build_method
     from hardymer.training.loaders import FoldData
@@ -56,9 +64,7 @@ def fit_once(ds, fold, condition, sets: list[str], shortcut: bool, device: str) 
     cfg = load_run_config("momke", ds.family, sets + [f"train.device={device}"])
     data = FoldData(ds, fold, condition, seed=cfg.train.seed)
     method = build_method(cfg, ds)
-    for mod in method.modules():
-        if isinstance(mod, MaskedSelfAttention):
-            mod.one_key_shortcut = shortcut
+    set_one_key_shortcut(method, shortcut)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         res = Trainer(cfg.train, Path(out), progress=False).fit(method, data)

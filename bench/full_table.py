@@ -29,12 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utterance import OLD  # noqa: E402  (the old path's settings, one list for all benches)
+
 N_FOLDS = 5
-OLD = ["model.skip_absent=false", "train.fused_optimizer=false", "train.checkpoint_every=1"]
 
 
 def stage_epoch_seconds(out: Path) -> dict[str, list[float]]:

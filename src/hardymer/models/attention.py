@@ -82,16 +82,22 @@ class MaskedSelfAttention(nn.Module):
         B, S, D = x.shape
         H = self.n_heads
         p = self.attn_dropout if self.training else 0.0
-        if S == 1 and p == 0.0 and self.impl == "sdpa" and self.one_key_shortcut:
-            # One key: its softmax weight is exactly 1 (0 when masked), so the output is v and
-            # q, k get exactly zero gradient. Kept as zeros (not None), so Adam's weight decay
-            # and moments move as on the full path. Utterance-level data is all S == 1.
-            zero = sum(t.sum() for t in (self.q.weight, self.q.bias, self.k.weight, self.k.bias))
-            return self.v(x) * key_mask[..., None].to(x.dtype) + 0.0 * zero
+        if self._one_key(S, p):
+            return self._values_only(x) * key_mask[..., None].to(x.dtype)
         split = lambda t: t.view(B, S, H, D // H).transpose(1, 2)  # noqa: E731  (B, H, S, d_h)
         out = masked_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), key_mask,
                                p, self.impl)
         return out.transpose(1, 2).reshape(B, S, D)
+
+    def _one_key(self, S: int, dropout_p: float) -> bool:
+        return S == 1 and dropout_p == 0.0 and self.impl == "sdpa" and self.one_key_shortcut
+
+    def _values_only(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention over a single key: its softmax weight is exactly 1, so the output is v and
+        q, k get exactly zero gradient — kept as zeros (not None), so Adam's weight decay and
+        moments move as on the full path. Utterance-level data is all S == 1."""
+        zero = sum(t.sum() for t in (self.q.weight, self.q.bias, self.k.weight, self.k.bias))
+        return self.v(x) + 0.0 * zero
 
     def packed(self, h: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor
                ) -> torch.Tensor:
@@ -104,9 +110,8 @@ class MaskedSelfAttention(nn.Module):
         B, S = key_mask.shape
         D, H = h.shape[1], self.n_heads
         p = self.attn_dropout if self.training else 0.0
-        if S == 1 and p == 0.0 and self.impl == "sdpa" and self.one_key_shortcut:
-            zero = sum(t.sum() for t in (self.q.weight, self.q.bias, self.k.weight, self.k.bias))
-            return self.v(h) + 0.0 * zero      # every packed row is its own available key
+        if self._one_key(S, p):
+            return self._values_only(h)      # every packed row is its own available key
 
         def grid(t):  # (N, D) -> (B, H, S, d_h), zero at the positions not computed
             full = t.new_zeros(B * S, D).index_copy(0, rows, t)

@@ -172,9 +172,10 @@ class Trainer:
                 row = self._run_epoch(method, optimizer, data, stage, epoch, metric, state)
                 if self._stale(state, metric):
                     state["stopped"] = epoch
+                    judged = self._judged(metric).replace("_", " ", 1)   # "val WA"
                     self._note(bar, f"{desc}: early stop after epoch {epoch}: no better "
-                               f"{'test' if cfg.protocol == 'paper' else 'val'} {metric} for "
-                               f"{cfg.patience} epochs (best: epoch {state['best_epoch']})")
+                               f"{judged} for {cfg.patience} epochs (best: epoch "
+                               f"{state['best_epoch']})")
                 self._save_last(method, optimizer, state, time.perf_counter() - t_epoch,
                                 end=i == stage.epochs - 1 or state["stopped"] is not None)
                 bar.update(1)
@@ -192,6 +193,10 @@ class Trainer:
             return FitResult(None, {}, {}, state["history"], time.perf_counter() - t0)
         return self._finish(method, data, metric, state, time.perf_counter() - t0)
 
+    def _judged(self, metric: str) -> str:
+        """The log key selection reads: ``test_<metric>`` under ``paper``, else ``val_``."""
+        return ("test_" if self.config.protocol == "paper" else "val_") + metric
+
     def _note(self, bar, note: str) -> None:
         if self.progress:
             bar.write(note, file=bar.fp)
@@ -202,7 +207,7 @@ class Trainer:
         """True when ``patience`` selection epochs have passed since the best one."""
         if self.config.patience is None or state["best_epoch"] is None:
             return False
-        key = ("test_" if self.config.protocol == "paper" else "val_") + metric
+        key = self._judged(metric)
         judged = [r for r in state["history"] if key in r and r["epoch"] > state["best_epoch"]]
         return len(judged) >= self.config.patience
 
@@ -265,7 +270,7 @@ class Trainer:
                 res = evaluate(method, data.eval_loader(split, cfg.eval_batch_size), self.device)
                 row.update({f"{split}_{k}": v for k, v in res.items()})
             row["eval_seconds"] = time.perf_counter() - t_eval
-            judge = row["test_" + metric] if cfg.protocol == "paper" else row["val_" + metric]
+            judge = row[self._judged(metric)]
             if better(metric, judge, state["best"]):
                 state["best"], state["best_epoch"] = judge, epoch
                 if self.writes:
