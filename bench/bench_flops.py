@@ -8,8 +8,8 @@ against this machine's float32 GEMM peak, old path and new side by side.
   (matrix products and attention: what the hardware peak is about; element-wise work is not
   counted, so the ratio is a lower bound of the machine's use). Time: the mean over
   ``--steps`` steps after two untimed ones, cycling through the fold's batches.
-* Paths: ``old`` = ``model.skip_absent=false``, ``train.fused_optimizer=false``, the one-key
-  attention shortcut off; ``new`` = today's defaults. The new path skips work, so it counts
+* Paths: ``old`` = ``model.skip_absent=false``, ``train.fused_optimizer=false``,
+  ``model.dropout_impl=torch``, the one-key attention shortcut off; ``new`` = today's defaults. The new path skips work, so it counts
   fewer FLOPs per step; ``useful`` divides the new path's FLOPs (the work the result needs)
   by each path's time, which compares the two on the same work.
 * Data: the ``iemocap4`` preset at full dims (a 512 / t 1024 / v 1024; batches of 16

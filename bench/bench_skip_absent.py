@@ -1,11 +1,19 @@
-"""MoMKE stage-2 epochs with and without skipping absent modalities (``model.skip_absent``).
+"""MoMKE stage-2 epochs with and without skipping absent modalities (``model.skip_absent``),
+and with the cheaper dropout masks and length-grouped attention on top.
 
 Under a fixed condition a modality is absent from every utterance of every batch. The full
-computation (``skip_absent=false``, today's default) still projects it, routes it and passes
+computation (``skip_absent=false``, the old default) still projects it, routes it and passes
 it through every expert, then multiplies the result by zero. The skipping path does none of
-that. This benchmark times one stage-2 (mixing) epoch of each path under each of the six
-incomplete conditions, in one process and interleaved (old, new, old, new, ...) so that drift
-of the machine hits both alike. The data are the ``iemocap4`` preset at full dims (a 512 /
+that. Three paths, each kept behind flags:
+
+* ``old``: ``skip_absent=false``, ``dropout_impl=torch`` (``nn.Dropout``);
+* ``skip``: ``skip_absent=true`` with ``dropout_impl=torch`` and ``attention_groups=false``
+  (attention on one padded (B, S) grid);
+* ``new``: today's defaults (also dropout masks from random bits, attention per length group).
+
+This benchmark times one stage-2 (mixing) epoch of each path under each of the six
+incomplete conditions, in one process and interleaved (old, skip, new, old, ...) so that drift
+of the machine hits all alike. The data are the ``iemocap4`` preset at full dims (a 512 /
 t 1024 / v 1024; fold 0, ~4.4k training utterances). Both paths start from the same weights
 and see the same batches; after one untimed warm-up batch, the best of ``--repeats`` epochs
 counts.
@@ -26,6 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_momke import train_batches  # noqa: E402  (the same training loop as that bench)
+
+
+PATHS = {"old": dict(skip_absent=False, dropout_impl="torch"),
+         "skip": dict(skip_absent=True, dropout_impl="torch", attention_groups=False),
+         "new": {}}
 
 
 def epoch_seconds(method, data, stage, opt, device, batch_size: int = 16) -> tuple[float, int]:
@@ -68,31 +81,32 @@ def main() -> None:
     for cond_name in INCOMPLETE_CONDITIONS:
         data = FoldData(ds, fold, parse_condition(cond_name, ds.modalities), seed=0)
         models = {}
-        for skip in (False, True):
+        for path, kw in PATHS.items():
             torch.manual_seed(0)
-            m = create_method("momke", ds.dims, ds.n_classes, ds.task,
-                              skip_absent=skip).to(device)
-            models[skip] = (m, m.configure_optimizer(1e-4, 1e-5))
-        stage = {s.name: s for s in models[False][0].stages([1, 1])}["mixing"]
-        best = {False: float("inf"), True: float("inf")}
+            m = create_method("momke", ds.dims, ds.n_classes, ds.task, **kw).to(device)
+            models[path] = (m, m.configure_optimizer(1e-4, 1e-5))
+        stage = {s.name: s for s in models["old"][0].stages([1, 1])}["mixing"]
+        best = {path: float("inf") for path in PATHS}
         for _ in range(args.repeats):
-            for skip in (False, True):  # interleaved: drift hits both paths alike
-                method, opt = models[skip]
+            for path in PATHS:  # interleaved: drift hits every path alike
+                method, opt = models[path]
                 secs, n = epoch_seconds(method, data, stage, opt, device)
-                best[skip] = min(best[skip], secs)
-        rows.append({"condition": cond_name, "utterances": n, "old_s": best[False],
-                     "new_s": best[True], "speedup": best[False] / best[True]})
+                best[path] = min(best[path], secs)
+        rows.append({"condition": cond_name, "utterances": n,
+                     **{f"{path}_s": best[path] for path in PATHS},
+                     "speedup": best["old"] / best["new"]})
         r = rows[-1]
-        print(f"{cond_name:3s}  old {r['old_s']:6.2f} s  new {r['new_s']:6.2f} s  "
-              f"x{r['speedup']:.2f}  ({n} utterances)", flush=True)
-    old = sum(r["old_s"] for r in rows) / len(rows)
-    new = sum(r["new_s"] for r in rows) / len(rows)
-    print(f"mean stage-2 epoch over the six incomplete conditions: old {old:.2f} s, new "
-          f"{new:.2f} s, speed-up x{old / new:.2f}")
+        print(f"{cond_name:3s}  " + "  ".join(f"{path} {best[path]:6.2f} s" for path in PATHS)
+              + f"  x{r['speedup']:.2f}  ({n} utterances)", flush=True)
+    mean = {path: sum(r[f"{path}_s"] for r in rows) / len(rows) for path in PATHS}
+    old, new = mean["old"], mean["new"]
+    print("mean stage-2 epoch over the six incomplete conditions: "
+          + ", ".join(f"{path} {v:.2f} s" for path, v in mean.items())
+          + f"; speed-up old -> new x{old / new:.2f}, skip -> new x{mean['skip'] / new:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": str(device), "threads": args.threads,
                                     "machine": platform.machine(), "preset": args.preset,
-                                    "rows": rows, "mean_old_s": old, "mean_new_s": new,
+                                    "rows": rows, "mean_s": mean, "mean_old_s": old, "mean_new_s": new,
                                     "speedup": old / new}, indent=2))
     print(f"wrote {args.out}")
 

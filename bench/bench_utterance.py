@@ -10,8 +10,9 @@ Paths, each a whole ``Trainer.fit`` into a run folder (checkpoints, evaluation a
 
 * ``old`` — the previous defaults, kept behind flags: ``train.fused_optimizer=false`` (torch's
   per-parameter Adam loop), ``train.checkpoint_every=1`` (a full checkpoint with optimizer
-  state every epoch), ``model.skip_absent=false`` (absent modalities through every expert) and
-  the one-key attention shortcut off;
+  state every epoch), ``model.skip_absent=false`` (absent modalities through every expert),
+  ``model.dropout_impl=torch`` (``nn.Dropout``'s per-element Bernoulli masks) and the one-key
+  attention shortcut off;
 * ``new`` — today's defaults, same batches (16 sequences): the same computation up to float
   rounding (fused Adam, the absent modality skipped, q/k skipped where a sequence has one key,
   checkpoints on the auto cadence);
@@ -44,7 +45,8 @@ def utterance_level_data(n: int = 3000):
 
 
 # The defaults before the #18 speed changes (also read by bench_flops.py and full_table.py).
-OLD = ["train.fused_optimizer=false", "train.checkpoint_every=1", "model.skip_absent=false"]
+OLD = ["train.fused_optimizer=false", "train.checkpoint_every=1", "model.skip_absent=false",
+       "model.dropout_impl=torch"]
 
 
 def set_one_key_shortcut(method, on: bool) -> None:

@@ -16,7 +16,7 @@ such — then scales each measured part to the papers' budgets and to five folds
   final evaluations, writing results): measured once per fold and counted once per fold.
 
 Paths: ``old`` = ``model.skip_absent=false``, ``train.fused_optimizer=false``,
-``train.checkpoint_every=1`` (the defaults before these changes); ``new`` = today's defaults.
+``train.checkpoint_every=1``, ``model.dropout_impl=torch`` (the defaults before the #18 changes); ``new`` = today's defaults.
 Run it alone on the machine: about 15 min for both paths with ``--epochs 1`` on 2 cores.
 
 Usage::

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from hardymer.models.attention import MaskedSelfAttention, masked_attention
+from hardymer.models.attention import MaskedSelfAttention, Packing, masked_attention
 
 
 def reference(q, k, v, key_mask):
@@ -90,3 +90,67 @@ def test_one_utterance_shortcut_equals_the_full_path():
     for n, g in outs[1][1].items():
         torch.testing.assert_close(outs[0][1][n], g, rtol=0, atol=1e-12)
     assert float(outs[0][1]["q.weight"].abs().max()) == 0.0
+
+
+def _holey_mask(g, B=9, S=7):
+    """Rows of different lengths, holes inside rows, one empty row."""
+    lengths = torch.randint(1, S + 1, (B,), generator=g)
+    mask = (torch.arange(S)[None] < lengths[:, None]) & (torch.rand(B, S, generator=g) > 0.2)
+    mask[2] = False
+    mask[:, 0] |= torch.arange(B) != 2
+    return mask
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_packing_places_every_available_position_once(grouped):
+    mask = _holey_mask(torch.Generator().manual_seed(0))
+    pk = Packing.of(mask, grouped)
+    natural = mask.reshape(-1).nonzero().squeeze(1)
+    assert torch.equal(pk.rows, natural[pk.order])
+    assert sorted(pk.order.tolist()) == list(range(natural.numel()))
+    assert pk.groups[0].start == 0 and pk.groups[-1].stop == natural.numel()
+    for g, nxt in zip(pk.groups, pk.groups[1:]):
+        assert g.stop == nxt.start and g.width >= nxt.width
+    for g in pk.groups:
+        assert int(g.key_mask.sum()) == g.stop - g.start
+        slots = torch.arange(g.n * g.width) if g.slots is None else g.slots
+        assert len(set(slots.tolist())) == g.stop - g.start
+        assert torch.equal(g.key_mask.reshape(-1)[slots], torch.ones(len(slots), dtype=bool))
+    if grouped:
+        assert len(pk.groups) == 1 or sum(g.n * g.width for g in pk.groups) < mask.numel()
+
+
+def test_cuts_split_lengths_far_apart_and_keep_equal_ones_together():
+    assert Packing._cuts([5] * 40) == [(0, 40)]
+    assert Packing._cuts([110] + [10] * 40) == [(0, 1), (1, 41)]
+    assert Packing._cuts([12, 11, 10]) == [(0, 3)]         # a call costs more than padding
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_packed_attention_equals_the_grid_with_gradients(grouped):
+    """The available rows attended group by group give what the (B, S) grid gives there, and
+    the same parameter gradients (float64)."""
+    g = torch.Generator().manual_seed(3)
+    mask = _holey_mask(g, B=12, S=40)
+    mask[0] = True                   # one long sequence beside short ones: several groups
+    mask[1:, 6:] = False
+    torch.manual_seed(0)
+    attn = MaskedSelfAttention(8, 2).double()
+    x = torch.randn(12, 40, 8, dtype=torch.float64)
+    pk = Packing.of(mask, grouped)
+    if grouped:
+        assert len(pk.groups) > 1
+    results = []
+    for packed in (False, True):
+        attn.zero_grad()
+        if packed:
+            out = attn.packed(x.reshape(-1, 8)[pk.rows], pk)
+            full = torch.zeros(12 * 40, 8, dtype=torch.float64).index_copy(0, pk.rows, out)
+            out = full.view(12, 40, 8)
+        else:
+            out = attn(x, mask) * mask[..., None]
+        out.pow(2).sum().backward()
+        results.append((out, {n: p.grad.clone() for n, p in attn.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-10)
+    for n, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][n], grad, rtol=0, atol=1e-10)

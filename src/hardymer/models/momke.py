@@ -23,7 +23,8 @@ from torch import nn
 
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
-from .attention import MaskedSelfAttention
+from .attention import MaskedSelfAttention, Packing
+from .dropout import dropout as make_dropout
 from .registry import register_method
 
 
@@ -46,14 +47,21 @@ class MoMKEConfig:
                                  # available utterances (no padding, no hidden rows). Same
                                  # outputs and gradients; with dropout on, the RNG stream and
                                  # so the numbers differ from false (the old path)
+    attention_groups: bool = True  # ours, with skip_absent: attention on sequences of similar
+                                 # length grouped, each group its own grid (no padding of the
+                                 # batch's longest; exact); false = one (B, S) grid, the old path
+    dropout_impl: str = "bits"   # ours: "bits" draws dropout masks from 16-bit chunks of
+                                 # random words (~5x cheaper on CPU, keep probability exact to
+                                 # 2^-16; models/dropout.py); "torch" is nn.Dropout, the old path
 
 
 class Mlp(nn.Sequential):
     """Linear -> GELU -> Dropout -> Linear -> Dropout (the reference's ``Mlp``)."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float):
-        super().__init__(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(d_hidden, d_out), nn.Dropout(dropout))
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float,
+                 dropout_impl: str = "bits"):
+        super().__init__(nn.Linear(d_in, d_hidden), nn.GELU(), make_dropout(dropout, dropout_impl),
+                         nn.Linear(d_hidden, d_out), make_dropout(dropout, dropout_impl))
 
 
 class ExpertLayer(nn.Module):
@@ -62,7 +70,7 @@ class ExpertLayer(nn.Module):
     def __init__(self, cfg: MoMKEConfig):
         super().__init__()
         self.attn = MaskedSelfAttention(cfg.hidden, cfg.heads, cfg.attn_dropout, cfg.attention)
-        self.mlp = Mlp(cfg.hidden, cfg.hidden, cfg.hidden, cfg.dropout)
+        self.mlp = Mlp(cfg.hidden, cfg.hidden, cfg.hidden, cfg.dropout, cfg.dropout_impl)
         self.norm1 = nn.LayerNorm(cfg.hidden) if cfg.prenorm else nn.Identity()
         self.norm2 = nn.LayerNorm(cfg.hidden) if cfg.prenorm else nn.Identity()
 
@@ -70,10 +78,9 @@ class ExpertLayer(nn.Module):
         out = self.attn(self.norm1(x), key_mask)
         return out + self.mlp(self.norm2(out))
 
-    def packed(self, h: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor
-               ) -> torch.Tensor:
+    def packed(self, h: torch.Tensor, packing: Packing) -> torch.Tensor:
         """:meth:`forward` on the N available rows ``h`` (N, D) only (see ``Expert``)."""
-        out = self.attn.packed(self.norm1(h), rows, key_mask)
+        out = self.attn.packed(self.norm1(h), packing)
         return out + self.mlp(self.norm2(out))
 
 
@@ -92,23 +99,22 @@ class Expert(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(ExpertLayer(cfg) for _ in range(cfg.depth))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, packed: bool = False
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, packed: bool = False,
+                grouped: bool = True) -> torch.Tensor:
         if not packed:
             for layer in self.layers:
                 x = x + layer(x, key_mask)
             return x
         B, S, D = x.shape
-        rows = key_mask.reshape(-1).nonzero().squeeze(1)                 # (N,)
-        h = self.rows(x.reshape(B * S, D).index_select(0, rows), rows, key_mask)
-        return x.new_zeros(B * S, D).index_copy(0, rows, h).view(B, S, D)
+        packing = Packing.of(key_mask, grouped)
+        h = self.rows(x.reshape(B * S, D).index_select(0, packing.rows), packing)
+        return x.new_zeros(B * S, D).index_copy(0, packing.rows, h).view(B, S, D)
 
-    def rows(self, h: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor
-             ) -> torch.Tensor:
-        """The packed computation: ``h`` (N, D) are the positions ``rows`` (N,) of the
-        flattened (B*S) grid where ``key_mask`` (B, S) is True. Returns (N, D)."""
+    def rows(self, h: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """The packed computation: ``h`` (N, D) are the available positions of a (B, S)
+        grid in ``packing``'s order (its ``rows`` say where each sits). Returns (N, D)."""
         for layer in self.layers:
-            h = h + layer.packed(h, rows, key_mask)
+            h = h + layer.packed(h, packing)
         return h
 
 
@@ -133,6 +139,9 @@ class MoMKE(Method):
         super().check_config(config)
         if config.attention not in ("sdpa", "loop"):
             raise ValueError(f"model.attention={config.attention!r}; expected 'sdpa' or 'loop'")
+        if config.dropout_impl not in ("bits", "torch"):
+            raise ValueError(f"model.dropout_impl={config.dropout_impl!r}; expected 'bits' "
+                             "(the default) or 'torch' (nn.Dropout, the old path)")
         if config.hidden % config.heads:
             raise ValueError(f"model.hidden={config.hidden} is not a multiple of "
                              f"model.heads={config.heads}")
@@ -141,9 +150,10 @@ class MoMKE(Method):
         super().__init__(config, dims, n_outputs, task)
         D, M = config.hidden, len(self.modalities)
         self.proj = nn.ModuleDict({m: nn.Linear(d, D) for m, d in dims.items()})
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = make_dropout(config.dropout, config.dropout_impl)
         self.experts = nn.ModuleDict({m: Expert(config) for m in self.modalities})
-        self.routers = nn.ModuleDict({m: Mlp(D, D, M, config.dropout) for m in self.modalities})
+        self.routers = nn.ModuleDict({m: Mlp(D, D, M, config.dropout, config.dropout_impl)
+                                      for m in self.modalities})
         self.unimodal_heads = nn.ModuleDict({m: nn.Linear(D, n_outputs) for m in self.modalities})
         self.fuse = nn.Linear(M * D, M * D)
         self.head = nn.Linear(M * D, n_outputs)
@@ -227,32 +237,36 @@ class MoMKE(Method):
 
         The M' input modalities ``names`` are stacked on the batch axis as in
         :meth:`_through_experts`, then reduced to their N available positions: projection,
-        routers, dropout and expert layers run on (N, D) rows; only attention sees the grid.
+        routers, dropout and expert layers run on (N, D) rows (in a :class:`Packing`'s order,
+        shared by every expert); only attention sees a grid, one per length group.
         Returns (M', B, S, D), zero where the modality is unavailable.
         """
         B, S, _ = batch.available.shape
+        M_ = len(names)
         idx = [self.modalities.index(m) for m in names]
-        km = batch.available[..., idx].permute(2, 0, 1).reshape(len(names) * B, S)  # (M'B, S)
-        per_m = km.view(len(names), B * S)                                # (M', B*S)
-        rows = km.reshape(-1).nonzero().squeeze(1)                        # (N,) in M'·B·S
-        counts = per_m.sum(1).tolist()                                    # N_m per modality
+        km = batch.available[..., idx].permute(2, 0, 1).reshape(M_ * B, S)   # (M'B, S)
+        per_m = km.view(M_, B * S)                                         # (M', B*S)
         p = [self.drop(self.proj[m](batch.x[m].reshape(B * S, -1)[per_m[k]]))
-             for k, m in enumerate(names)]                                # (N_m, D) each
-        h = torch.cat(p)                                                  # (N, D)
+             for k, m in enumerate(names)]                                 # (N_m, D) each
+        grouped = self.config.attention_groups
         if self.config.mixing:
-            R = torch.stack([self.experts[e].rows(h, rows, km) for e in self.modalities], 1)
-            if self.config.router:                                        # (N, E, D)
+            packing = Packing.of(km, grouped)
+            h = torch.cat(p).index_select(0, packing.order)                # (N, D)
+            R = torch.stack([self.experts[e].rows(h, packing) for e in self.modalities], 1)
+            if self.config.router:                                         # (N, E, D)
                 w = torch.cat([self.routers[m](pm) for m, pm in zip(names, p)]).softmax(-1)
+                w = w.index_select(0, packing.order)
             else:
                 w = torch.full(R.shape[:-1], 1.0 / len(self.modalities), device=R.device)
-            r = (w[..., None] * R).sum(1)                                 # (N, D)
-        else:  # ablation: each modality only through its own expert
-            starts = [0] + torch.tensor(counts).cumsum(0).tolist()
-            r = torch.cat([self.experts[m].rows(h[a:b], rows[a:b], km) for m, a, b in
-                           zip(names, starts, starts[1:])])
-        D = r.shape[-1]
-        return r.new_zeros(len(names) * B * S, D).index_copy(0, rows, r).view(
-            len(names), B, S, D)
+            r = (w[..., None] * R).sum(1)                                  # (N, D)
+            D = r.shape[-1]
+            return r.new_zeros(M_ * B * S, D).index_copy(0, packing.rows, r).view(M_, B, S, D)
+        out = []                  # ablation: each modality only through its own expert
+        for k, m in enumerate(names):
+            packing = Packing.of(km[k * B:(k + 1) * B], grouped)
+            r = self.experts[m].rows(p[k].index_select(0, packing.order), packing)
+            out.append(r.new_zeros(B * S, r.shape[-1]).index_copy(0, packing.rows, r))
+        return torch.stack(out).view(M_, B, S, -1)
 
     def _scatter_modalities(self, r: torch.Tensor, names) -> torch.Tensor:
         """(M', B, S, D) of ``names`` -> (M, B, S, D) with zeros for the skipped modalities,
@@ -286,8 +300,9 @@ class MoMKE(Method):
         p = self._project(batch)
         out = {}
         for i, m in enumerate(self.modalities):
-            out[m] = self.unimodal_heads[m](self.experts[m](p[m], batch.available[..., i],
-                                                            self.config.skip_absent))
+            out[m] = self.unimodal_heads[m](self.experts[m](
+                p[m], batch.available[..., i], self.config.skip_absent,
+                self.config.attention_groups))
         return out
 
     def stage_loss(self, batch: Batch, stage: Stage):

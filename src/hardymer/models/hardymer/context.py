@@ -42,14 +42,15 @@ def finetune_leak_message(what: str, n_sequences: int) -> str:
 
 def teacher_config(cfg) -> TeacherConfig:
     shared = {k: getattr(cfg, k) for k in ("hidden", "depth", "heads", "dropout", "attn_dropout",
-                                           "attention", "prenorm", "skip_absent", "temperature",
-                                           "lambda_nce", "ind_estimator")}
+                                           "attention", "prenorm", "skip_absent", "attention_groups",
+                                           "dropout_impl",
+                                           "temperature", "lambda_nce", "ind_estimator")}
     return TeacherConfig(**shared, mask_mode=cfg.teacher_mask)
 
 
 def reference_teacher_config(cfg) -> ReferenceTeacherConfig:
     shared = {k: getattr(cfg, k) for k in ("hidden", "depth", "heads", "dropout", "attn_dropout",
-                                           "attention", "prenorm")}
+                                           "attention", "prenorm", "dropout_impl")}
     return ReferenceTeacherConfig(**shared, rec_target=cfg.rec_target, attn_slip=cfg.attn_slip,
                                   row_bug=cfg.row_bug, mask_mode=cfg.teacher_mask)
 

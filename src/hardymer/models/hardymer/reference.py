@@ -46,6 +46,7 @@ from torch import nn
 
 from ...data.dataset import Batch
 from ...training.method import Stage, task_loss
+from ..dropout import dropout as make_dropout
 from ..momke import MoMKE, MoMKEConfig, Mlp
 from .teacher import random_patterns
 
@@ -72,12 +73,13 @@ class CrossAttention(nn.Module):
     """Query modality attends to a key modality: ``x = proj(softmax(q k^T / sqrt(d_h)) v)``,
     ``out = x + MLP(x)``; keys are masked unless either modality is available there."""
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float, dropout: float):
+    def __init__(self, dim: int, heads: int, attn_dropout: float, dropout: float,
+                 dropout_impl: str = "bits"):
         super().__init__()
         self.heads, self.attn_dropout = heads, attn_dropout
         self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
-        self.drop = nn.Dropout(dropout)
-        self.mlp = Mlp(dim, dim, dim, dropout)
+        self.drop = make_dropout(dropout, dropout_impl)
+        self.mlp = Mlp(dim, dim, dim, dropout, dropout_impl)
 
     def forward(self, query: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor):
         """query, kv (B, S, D); key_mask (B, S) bool -> (B, S, D)."""
@@ -208,7 +210,8 @@ class ReferenceTeacher(MoMKE):
         D = config.hidden
         p_attn = 1.0 if config.attn_slip else config.attn_dropout
         self.cross = nn.ModuleDict({f"{q}_{k}": CrossAttention(D, config.heads, p_attn,
-                                                               config.dropout)
+                                                               config.dropout,
+                                                               config.dropout_impl)
                                     for a, b in PAIRS for q, k in ((a, b), (b, a))})
         self.decoder = ReferenceDecoder(len(self.modalities) * D, dims)
 

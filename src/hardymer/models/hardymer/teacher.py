@@ -28,6 +28,7 @@ from torch import nn
 from ...data.dataset import Batch
 from ...training.method import Stage, task_loss
 from ..decoder import ModalityDecoders, reconstruction_error
+from ..dropout import dropout as make_dropout
 from ..momke import MoMKE, MoMKEConfig
 
 
@@ -50,10 +51,11 @@ class LabelCritic(nn.Module):
     trained with cross-entropy on the training labels (regression targets binned).
     """
 
-    def __init__(self, dims: dict[str, int], width: int, n_classes: int, dropout: float):
+    def __init__(self, dims: dict[str, int], width: int, n_classes: int, dropout: float,
+                 dropout_impl: str = "bits"):
         super().__init__()
         self.enc = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, width), nn.GELU(),
-                                                   nn.Dropout(dropout),
+                                                   make_dropout(dropout, dropout_impl),
                                                    nn.Linear(width, n_classes))
                                   for m, d in dims.items()})
 
@@ -120,7 +122,8 @@ class Teacher(MoMKE):
             self.critic = Critic(dims, 2 * config.critic_dim, config.critic_dim)
         elif config.ind_estimator == "label-pmi":
             n_lab = n_outputs if task == "classification" else config.n_bins
-            self.critic = LabelCritic(dims, 2 * config.critic_dim, n_lab, config.dropout)
+            self.critic = LabelCritic(dims, 2 * config.critic_dim, n_lab, config.dropout,
+                                      config.dropout_impl)
         else:
             raise ValueError(f"unknown ind_estimator {config.ind_estimator!r}; expected "
                              "'label-pmi' or 'infonce'")
