@@ -1,6 +1,7 @@
 """Sweeps and reports: a grid run, killed part-way, resumed without recomputing, reported; the
 report's numbers are the store's."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,24 @@ def test_report_numbers_are_the_stores(finished, tmp_path):
     assert (tmp_path / "report" / "missing_rate.png").stat().st_size > 0
     assert (tmp_path / "report" / "conditions.png").stat().st_size > 0
     assert "Paired differences" in res["text"]
+
+
+def test_learning_curves_are_the_cells_validation_logs(finished, tmp_path):
+    """Per (method, condition, seed): the val WA of every selecting epoch, as logged."""
+    from hardymer.reports.sweep import curve_frame
+    out, _, _ = finished
+    res = write_sweep_report(out, tmp_path / "report", hardness=False)
+    assert res["paths"]["learning_curves.png"].stat().st_size > 0
+    records = ResultsStore(out / "results.sqlite").records()
+    df = curve_frame(records, "WA")
+    assert len(df.groupby(["method", "condition", "seed"])) == 2 * 2 * 2
+    assert sorted(df[df.method == "momke"]["epoch"].unique()) == [2, 3]   # stage 2 selects
+    assert sorted(df[df.method == "zero-fill"]["epoch"].unique()) == [1, 2, 3]
+    r = next(r for r in records if r["method"] == "momke" and r["condition"] == "at")
+    log = [json.loads(x) for x in (Path(r["run_dir"]) / "fold0" / "at" / "metrics.jsonl"
+                                   ).read_text().splitlines()]
+    got = df[(df.method == "momke") & (df.condition == "at") & (df.seed == r["seed"])]
+    assert got["value"].tolist() == [x["val_WA"] for x in log if "val_WA" in x]
 
 
 def test_grid_clash_and_bad_input(finished, tmp_path):

@@ -65,6 +65,10 @@ def _open(source: str, trust_pickle: bool = False):
 FOLDS_SCHEME_HELP = ("How folds are made: auto (default: session when every utterance has "
                      "one, else split when every utterance has one, else stratified 5-fold), "
                      "session (leave one session out), split (the split column) or kfold.")
+LOG_HELP = ("Training curves: 'tensorboard' writes per-epoch losses, train/val metrics, learning "
+            "rate and throughput into every trainer folder; watch them with `tensorboard "
+            "--logdir OUT`. Needs the tracking extra (pip install -e \".[tracking]\"). Can be "
+            "switched on when resuming; changes no result.")
 
 
 def _fold_ids(text: str) -> list[int] | None:
@@ -252,6 +256,7 @@ def train(
                                           "reference code's choices (sigmoid fusion, per-batch "
                                           "min-max, floor(h k)+1 supports, a-v-t merge order, "
                                           "query labels for supports)."),
+    log: list[str] = typer.Option([], "--log", help=LOG_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train and evaluate a method over folds × conditions; prints and writes the table.
@@ -275,7 +280,8 @@ def train(
     fold_ids = [fold] if fold is not None else _fold_ids(folds)
     _check_out(out)
     ds = _open(data, trust_pickle)
-    overrides = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else [])
+    overrides = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else []) \
+        + ([f"train.log=[{','.join(log)}]"] if log else [])
     try:
         cfg = api.run_config(method, ds.family, overrides, config, protocol=protocol,
                              seed=seed, ablations=ablation,
@@ -415,6 +421,7 @@ def sweep(
                                 "cores/workers torch threads)."),
     report: bool = typer.Option(True, help="Write the report into OUT/report when done."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
+    log: list[str] = typer.Option([], "--log", help=LOG_HELP),
     progress: bool = typer.Option(True, help="Show the progress bar (cells, with an ETA)."),
 ) -> None:
     """Run a grid: methods × conditions × folds × seeds, into one results store.
@@ -448,6 +455,7 @@ def sweep(
     except (ValueError, OSError) as err:
         _fail(str(err))
     spec.trust_pickle = trust_pickle  # only the command line may allow a pickle
+    spec.log = _checked_log(log)
     typer.echo(f"sweep: {', '.join(v.name for v in spec.methods)} × "
                f"{', '.join(spec.conditions)} × folds {spec.folds} × seeds "
                f"{', '.join(map(str, spec.seeds))} on {spec.data} -> {out}")
@@ -460,6 +468,15 @@ def sweep(
                f"({time.perf_counter() - t0:.0f} s)")
     if report:
         _write_report(out, out / "report", trust_pickle)
+
+
+def _checked_log(log: list[str]) -> list[str]:
+    from ..training.config import TrainConfig
+    try:
+        TrainConfig(log=list(log)).check()
+    except ValueError as err:
+        _fail(str(err))
+    return list(log)
 
 
 def _write_report(sweep_dir: Path, out: Path, trust_pickle: bool = False) -> dict:
@@ -498,6 +515,7 @@ def quickstart(
                                "budget)."),
     fold: int = typer.Option(0, help="Fold to run (0 = test on session 1)."),
     zero_fill: bool = typer.Option(True, help="Also train the zero-fill floor."),
+    log: list[str] = typer.Option([], "--log", help=LOG_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The README's main job: HARDY-MER vs MoMKE (and the zero-fill floor) on generated data.
@@ -527,7 +545,8 @@ def quickstart(
                      folds=str(fold), seeds=[0], protocol="val",
                      # patience: the quickstart stops a stage-2 fit that stalls (the papers'
                      # presets never do, so that they reproduce)
-                     set=["train.lr=1e-3", "train.batch_size=8", "train.patience=4"])
+                     set=["train.lr=1e-3", "train.batch_size=8", "train.patience=4"],
+                     log=_checked_log(log))
     typer.echo(f"{preset!r} preset in {data_dir}; training "
                f"{', '.join(v.name for v in variants)} on fold {fold} under all seven "
                f"conditions ({epochs} epochs per stage, lr 1e-3, batch 8, early stopping after 4 "

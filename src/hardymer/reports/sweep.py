@@ -14,6 +14,8 @@ Writes into the report folder:
 * ``conditions.png`` (bars with error bars), ``missing_rate.png`` (metric vs missing rate, when
   the sweep has ``random:p`` conditions) and, for HARDY-MER runs, ``hardness/<method>/``
   (hardness tables and histograms);
+* ``learning_curves.png`` — per method, the validation metric against the epoch for each
+  condition (mean over folds, band = ± std over seeds), from the cells' ``metrics.jsonl``;
 * ``summary.csv`` — every (method, condition, metric): mean, std, n.
 
 Every table starts with how its numbers were made: data set, selection protocol, seeds, folds,
@@ -36,6 +38,7 @@ from ..models import METHODS
 from ..protocol.conditions import INCOMPLETE_CONDITIONS
 from ..runs.layout import Run
 from ..runs.sweep import SweepFolder
+from ..training.trainer import read_history
 from .hardness import InspectionError, inspect_run
 from .published import load_published
 from .tables import (AVERAGE, canonical_condition, condition_order, plot_conditions, pyplot,
@@ -121,6 +124,9 @@ def write_sweep_report(sweep: Path, out: Path, hardness: bool = True,
     if summary["condition"].str.startswith("random:").any():
         paths["missing_rate.png"] = plot_missing_rate(summary, task, out / "missing_rate.png",
                                                       order)
+    curves = learning_curves(records, task, out / "learning_curves.png", order)
+    if curves is not None:
+        paths["learning_curves.png"] = curves
     if hardness:
         hard_paths, hard_text = hardness_plots(records, out / "hardness", trust_pickle)
         paths.update(hard_paths)
@@ -360,6 +366,63 @@ def plot_missing_rate(summary: pd.DataFrame, task: str, path: Path, order: list[
     ax.set_ylabel(f"{metric}" + (" (%)" if scale == 100 else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def curve_frame(records: list[dict], metric: str) -> pd.DataFrame:
+    """Per (method, condition, seed, epoch): ``val_<metric>`` averaged over folds, from each
+    cell's epoch log. Columns method, condition, seed, epoch, value; empty without logs."""
+    rows = []
+    for r in records:
+        if not r.get("run_dir"):
+            continue
+        cell = Run(Path(r["run_dir"])).cell(r["fold"], r["condition"])
+        for row in read_history(cell):
+            if f"val_{metric}" in row:
+                rows.append((r["method"], r["condition"], r["seed"], r["fold"], row["epoch"],
+                             row[f"val_{metric}"]))
+    df = pd.DataFrame(rows, columns=["method", "condition", "seed", "fold", "epoch", "value"])
+    return df.groupby(["method", "condition", "seed", "epoch"], as_index=False)["value"].mean()
+
+
+def learning_curves(records: list[dict], task: str, path: Path, order: list[str]
+                    ) -> Path | None:
+    """One panel per method: validation metric vs epoch, a line per condition (mean over
+    seeds, band ± std over seeds). None when no cell has an epoch log."""
+    metric = PAPER_METRICS[task][0]
+    df = curve_frame(records, metric)
+    if df.empty:
+        return None
+    plt = pyplot()
+    methods = [m for m in order if m in set(df["method"])]
+    conds = condition_order(set(df["condition"]))
+    cols = min(3, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False,
+                             sharey=True)
+    scale = 100.0 if task == "classification" else 1.0
+    n_seeds = df.groupby("method")["seed"].nunique()
+    for ax, method in zip(axes.flat, methods):
+        for cond in conds:
+            sel = df[(df["method"] == method) & (df["condition"] == cond)]
+            if sel.empty:
+                continue
+            g = sel.groupby("epoch")["value"].agg(["mean", "std"]).fillna(0.0) * scale
+            ax.plot(g.index, g["mean"], label=cond, lw=1.2)
+            ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.12)
+        n = int(n_seeds[method])
+        ax.set_title(f"{method} ({n} seed{'s' if n > 1 else ''})", fontsize=9)
+        ax.set_xlabel("epoch (selecting stage)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"val {metric}" + (" (%)" if scale == 100 else ""))
+    for ax in list(axes.flat)[len(methods):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -188,8 +188,8 @@ class Run:
         if not self.exists():
             return
         have = json.loads(self.meta_path.read_text())
-        if {"config": _with_defaults(have["config"]), "data": have["data"]} != \
-                {"config": cfg.to_dict(), "data": data_source}:
+        if {"config": _computed(_with_defaults(have["config"])), "data": have["data"]} != \
+                {"config": _computed(cfg.to_dict()), "data": data_source}:
             raise ValueError(f"{self.path} holds a run with a different configuration or "
                              "data; choose another --out (or delete the folder) to start "
                              "afresh")
@@ -308,6 +308,12 @@ def _changes(meta: dict, dataset: MERDataset, digests: dict | None = None) -> li
     if "fingerprint" in meta and meta["fingerprint"] != legacy_fingerprint(dataset):
         return changed + ["the data"]
     return changed
+
+
+def _computed(config: dict) -> dict:
+    """A config without what does not change the results (``train.log``, the curves
+    written), so that switching it on for a started run resumes that run."""
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "log"}}
 
 
 def _with_defaults(config: dict) -> dict:

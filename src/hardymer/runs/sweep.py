@@ -73,6 +73,9 @@ class SweepSpec:
     protocol: str = "val"
     set: list[str] = field(default_factory=list)   # every variant; "NAME:key=v" one only
     trust_pickle: bool = False
+    log: list[str] = field(default_factory=list)   # train.log of this command's cells (e.g.
+                                                   # [tensorboard]); like trust_pickle, not
+                                                   # part of the grid: curves change no result
 
 
 def parse_variant(text: str) -> Variant:
@@ -250,7 +253,8 @@ def _run_dir(out: Path, variant: str, seed: int) -> Path:
 
 def _config(spec: SweepSpec, v: Variant, seed: int, family: str):
     return load_run_config(v.method, family, spec.set + v.set + [
-        f"train.seed={seed}", f"train.protocol={spec.protocol}"])
+        f"train.seed={seed}", f"train.protocol={spec.protocol}"]
+        + ([f"train.log=[{','.join(spec.log)}]"] if spec.log else []))
 
 
 def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,
@@ -375,6 +379,7 @@ def _grid(out: Path, spec: SweepSpec) -> dict:
     folder = SweepFolder(out)
     want = asdict(spec)
     want.pop("trust_pickle")  # an opt-in of one command, never stored for the next
+    want.pop("log")
     if folder.grid_path.is_file():
         have = folder.grid()
         defs = lambda s: {m["name"]: (m["method"], m["set"]) for m in s["methods"]}  # noqa

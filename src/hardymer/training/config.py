@@ -11,6 +11,7 @@ import torch
 
 from ..data.standardize import CHOICES as STANDARDIZE_CHOICES
 from ..metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from .tracking import TRACKERS, check_available
 
 PROTOCOLS = {"val": "val", "paper": "paper", "test-best-epoch": "paper"}
 
@@ -59,6 +60,10 @@ class TrainConfig:
                                   # epochs without improvement of the protocol's selection
                                   # metric (val under `val`, test under `paper`); null: off,
                                   # as in the papers' presets
+    log: list[str] = field(default_factory=list)  # training curves: [tensorboard] writes
+                                  # event files in every trainer folder (training/tracking.py);
+                                  # not part of what a run computes, so it can be switched on
+                                  # when resuming a run
 
     def check(self, task: str | None = None) -> None:
         """Raise ValueError naming ``train.KEY`` for a value that cannot run (a range, a
@@ -101,6 +106,10 @@ class TrainConfig:
         if self.select_metric is not None and self.select_metric not in names:
             raise bad("select_metric", f"null (the task's default) or one of "
                       f"{', '.join(dict.fromkeys(names))}")
+        if not isinstance(self.log, list) or any(n not in TRACKERS for n in self.log):
+            raise bad("log", f"a list of trackers from {', '.join(TRACKERS)} (e.g. "
+                      "--log tensorboard), or [] for none")
+        check_available(self.log)
         _check_device(self.device)
 
 

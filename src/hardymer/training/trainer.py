@@ -37,6 +37,7 @@ from .checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .loaders import FoldData, SamplerFactory
 from .method import Method, Stage
+from .tracking import open_trackers
 
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,14 @@ log = logging.getLogger(__name__)
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else (
         f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+
+
+def read_history(folder: Path) -> list[dict]:
+    """The epoch rows a fit in ``folder`` logged (its ``metrics.jsonl``); [] when none."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -158,6 +167,9 @@ class Trainer:
             torch.manual_seed(cfg.seed)
 
         total = sum(s.epochs for s in stages)
+        trackers = (open_trackers(cfg.log, self.out_dir, state["epoch"] + 1)
+                    if self.writes and state["epoch"] < total and state["stopped"] is None
+                    else [])
         desc = f"{getattr(method, 'method_name', 'train')} [{data.condition.name}]"
         bar = tqdm(total=total, initial=state["epoch"], disable=not self.progress, desc=desc,
                    unit="epoch", leave=False)
@@ -186,9 +198,13 @@ class Trainer:
                                "epochs left of this fit")
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
                                  if k.startswith(("val_", "test_")) and k.endswith(metric)})
+                for tracker in trackers:
+                    tracker.log(row)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(row)
         bar.close()
+        for tracker in trackers:
+            tracker.close()
         if not final_eval:
             return FitResult(None, {}, {}, state["history"], time.perf_counter() - t0)
         return self._finish(method, data, metric, state, time.perf_counter() - t0)
@@ -261,6 +277,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v / max(n_steps, 1)
         row = {"epoch": epoch, "stage": stage.name,
                **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
+               "lr": optimizer.param_groups[0]["lr"],
                "train_seconds": time.perf_counter() - t0,
                "train_utt_per_s": n_utts / max(time.perf_counter() - t0, 1e-9)}
         if stage.select:
