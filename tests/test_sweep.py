@@ -1,6 +1,7 @@
 """Sweeps and reports: a grid run, killed part-way, resumed without recomputing, reported; the
 report's numbers are the store's."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,114 @@ def test_learning_curves_are_the_cells_validation_logs(finished, tmp_path):
                                    ).read_text().splitlines()]
     got = df[(df.method == "momke") & (df.condition == "at") & (df.seed == r["seed"])]
     assert got["value"].tolist() == [x["val_WA"] for x in log if "val_WA" in x]
+
+
+def test_html_report_is_one_self_contained_page_with_the_stores_numbers(finished, tmp_path):
+    import base64
+    import re
+    from html.parser import HTMLParser
+    out, _, _ = finished
+    res = write_sweep_report(out, tmp_path / "report", hardness=False, html=True)
+    page = res["paths"]["report.html"].read_text()
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.order, self.imgs, self.links, self.cells = [], [], [], []
+            self._in_td = False
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.order.append((tag, a.get("class")))
+            if tag == "img":
+                self.imgs.append(a["src"])
+            self.links += [v for k, v in attrs if k in ("href", "src") and tag != "img"]
+            if tag == "td":
+                self._in_td = True
+                self.cells.append("")
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self._in_td = False
+
+        def handle_data(self, data):
+            if self._in_td:
+                self.cells[-1] += data
+    t = Tags()
+    t.feed(page)
+    # opens with the title and the provenance, before any table
+    assert [x for x in t.order if x[0] in ("h1", "p", "table")][:3] == [
+        ("h1", None), ("p", "provenance"), ("p", "note")]
+    assert "Selection: val" in page and "Seeds: 0, 1" in page and "synth:tiny" in page
+    # nothing fetched: every image inlined as a PNG, no external script, link or stylesheet
+    assert len(t.imgs) == 3 and t.links == []                  # conditions, rate, curves
+    for src in t.imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r"https?://", page)
+    # the table's cells are the CSV's, and the tables are sortable
+    table = pd.read_csv(tmp_path / "report" / "table.csv")
+    for v in table["at WA"]:
+        assert v.strip("*") in t.cells
+    assert page.count('class="sortable"') == 3 and "addEventListener(\"click\"" in page
+
+
+def test_html_escapes_what_it_shows():
+    from hardymer.reports.html import markdown_html, table_html
+    df = pd.DataFrame({"method": ["<script>x</script>"], "WA": ["**75.2**"]})
+    got = table_html(df)
+    assert "<script>x" not in got and "&lt;script&gt;" in got and "<b>75.2</b>" in got
+    md = markdown_html("## Title\n\nsome <b>text</b>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    assert md.startswith("<h3>Title</h3>") and "&lt;b&gt;" in md and '<td class="num">1</td>' in md
+
+
+BROWSER = next((b for b in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
+                if b), None)
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (BROWSER and DRIVER), reason="needs Chromium and chromedriver (Debian: "
+                    "apt-get install chromium chromium-driver; .ci/run installs them if it can)")
+def test_html_report_in_a_real_browser(finished, tmp_path):
+    """Headless Chromium opens report.html: every image decodes, a header click sorts the
+    rows (again: reversed), and the console has no error. A screenshot is left in tmp_path."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    out, _, _ = finished
+    page = write_sweep_report(out, tmp_path / "report", hardness=False, html=True)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = BROWSER
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
+                              options=opts)
+    try:
+        driver.get(page["paths"]["report.html"].as_uri())
+        assert driver.execute_script("return document.images.length") == 3
+        assert driver.execute_script(
+            "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        table = driver.find_elements(By.CSS_SELECTOR, "table.sortable")[0]
+        heads = table.find_elements(By.TAG_NAME, "th")
+        col = [h.text for h in heads].index("at WA")
+
+        def column(i):
+            return [r.find_elements(By.TAG_NAME, "td")[i].text
+                    for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        value = lambda t: float(t.split(" ± ")[0])  # noqa: E731
+        heads[col].click()
+        up = [value(t) for t in column(col)]
+        heads[col].click()
+        down = [value(t) for t in column(col)]
+        assert up == sorted(up) and down == sorted(up, reverse=True) and up != down
+        heads[0].click()
+        assert column(0) == sorted(column(0))            # text columns sort as text
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        assert (tmp_path / "report.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
 
 
 def test_grid_clash_and_bad_input(finished, tmp_path):

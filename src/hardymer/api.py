@@ -118,11 +118,13 @@ def sweep(spec: SweepSpec, out: str | Path, workers: int = 1,
     return run_sweep(spec, Path(out), workers=workers, progress=progress, on_plan=on_plan)
 
 
-def report(sweep_dir: str | Path, out: str | Path, trust_pickle: bool = False) -> dict:
+def report(sweep_dir: str | Path, out: str | Path, trust_pickle: bool = False,
+           html: bool = False) -> dict:
     """The papers'-layout tables, published figures, paired statistics, plots and hardness
     of a sweep folder, into ``out``; returns ``{"text", "paths", "summary"}``.
-    ``trust_pickle`` lets the hardness section reopen reference-layout data."""
-    return write_sweep_report(Path(sweep_dir), Path(out), trust_pickle=trust_pickle)
+    ``trust_pickle`` lets the hardness section reopen reference-layout data; ``html`` also
+    writes ``report.html``, everything on one self-contained page."""
+    return write_sweep_report(Path(sweep_dir), Path(out), trust_pickle=trust_pickle, html=html)
 
 
 __all__ = ["extract", "load", "train", "sweep", "report", "run_config", "conditions_of",

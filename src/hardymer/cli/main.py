@@ -479,11 +479,12 @@ def _checked_log(log: list[str]) -> list[str]:
     return list(log)
 
 
-def _write_report(sweep_dir: Path, out: Path, trust_pickle: bool = False) -> dict:
+def _write_report(sweep_dir: Path, out: Path, trust_pickle: bool = False,
+                  html: bool = False) -> dict:
     from .. import api
     from ..reports.sweep import ReportError
     try:
-        res = api.report(sweep_dir, out, trust_pickle=trust_pickle)
+        res = api.report(sweep_dir, out, trust_pickle=trust_pickle, html=html)
     except ReportError as err:
         _fail(str(err))
     typer.echo("\n" + res["text"])
@@ -497,13 +498,17 @@ def report_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Let the hardness "
                                       "section reopen reference-layout data (a label pickle)."),
+    html: bool = typer.Option(False, "--html", help="Also write OUT/report.html: provenance, "
+                              "tables (click a header to sort), plots and hardness on one "
+                              "self-contained page (images inlined, nothing fetched) to open "
+                              "or send."),
 ) -> None:
     """Tables in the papers' layout (Markdown, CSV, LaTeX), ours beside the published figures,
     paired statistics between methods, and plots — from a sweep's results store.
 
-    Example: hardymer report sweeps/s1 --out sweeps/s1/report
+    Example: hardymer report sweeps/s1 --out sweeps/s1/report --html
     """
-    _write_report(sweep_dir, out, trust_pickle)
+    _write_report(sweep_dir, out, trust_pickle, html)
 
 
 @app.command()
@@ -555,8 +560,9 @@ def quickstart(
         api.sweep(spec, out, progress=progress)
     except ValueError as err:
         _fail(f"{err} (e.g. --out runs/quickstart-{preset}-{epochs})")
-    _write_report(out, out / "report")
-    typer.echo(f"done in {time.perf_counter() - t0:.0f} s; report in {out / 'report'}")
+    _write_report(out, out / "report", html=True)
+    typer.echo(f"done in {time.perf_counter() - t0:.0f} s; report in {out / 'report'} "
+               f"(one page: {out / 'report' / 'report.html'})")
 
 
 from . import media  # noqa: E402,F401  (registers extract and predict)

@@ -16,7 +16,9 @@ Writes into the report folder:
   (hardness tables and histograms);
 * ``learning_curves.png`` — per method, the validation metric against the epoch for each
   condition (mean over folds, band = ± std over seeds), from the cells' ``metrics.jsonl``;
-* ``summary.csv`` — every (method, condition, metric): mean, std, n.
+* ``summary.csv`` — every (method, condition, metric): mean, std, n;
+* with ``--html``, ``report.html``: all of the above on one self-contained page (images
+  inlined, sortable tables, no network).
 
 Every table starts with how its numbers were made: data set, selection protocol, seeds, folds,
 toolkit version.
@@ -40,6 +42,7 @@ from ..runs.layout import Run
 from ..runs.sweep import SweepFolder
 from ..training.trainer import read_history
 from .hardness import InspectionError, inspect_run
+from .html import Section, render
 from .published import load_published
 from .tables import (AVERAGE, canonical_condition, condition_order, plot_conditions, pyplot,
                      summarize, to_markdown)
@@ -64,8 +67,9 @@ class ReportError(ValueError):
 
 
 def write_sweep_report(sweep: Path, out: Path, hardness: bool = True,
-                       trust_pickle: bool = False) -> dict:
-    """Build every table and plot of a sweep folder into ``out``.
+                       trust_pickle: bool = False, html: bool = False) -> dict:
+    """Build every table and plot of a sweep folder into ``out``; with ``html`` also
+    ``report.html``, all of it on one self-contained page (:mod:`hardymer.reports.html`).
 
     ``trust_pickle`` lets the hardness section reopen reference-layout data (a label
     pickle); it is the caller's opt-in (``--trust-pickle``), never read from the folder.
@@ -131,7 +135,27 @@ def write_sweep_report(sweep: Path, out: Path, hardness: bool = True,
         hard_paths, hard_text = hardness_plots(records, out / "hardness", trust_pickle)
         paths.update(hard_paths)
         text += hard_text
+    if html:
+        paths["report.html"] = out / "report.html"
+        atomic_write_text(paths["report.html"], page(records, parts, paths, hard_text
+                                                     if hardness else []))
     return {"text": "\n".join(text), "paths": paths, "summary": summary}
+
+
+def page(records: list[dict], parts, paths: dict[str, Path], hardness_text: list[str]) -> str:
+    """``report.html``: provenance, the tables (sortable), the plots, the hardness section."""
+    sections = [Section(title, note.strip(), df, folded=name == "published")
+                for name, title, (df, note) in parts]
+    plots = [paths[k] for k in ("conditions.png", "missing_rate.png", "learning_curves.png")
+             if k in paths]
+    if plots:
+        sections.append(Section("Plots", images=plots))
+    if hardness_text:
+        sections.append(Section("Hardness", images=[p for k, p in paths.items() if
+                                                    k.startswith("hardness/") and
+                                                    p.suffix == ".png"],
+                                markdown="\n\n".join(hardness_text)))
+    return render(_title(records), provenance(records), sections)
 
 
 # --- provenance -------------------------------------------------------------------------------
