@@ -159,8 +159,9 @@ def test_quickstart_ends_with_the_report(tmp_path):
     assert res.exit_code == 0, res.output
     assert "| hardymer |" in res.output and "Paired differences" in res.output
     for name in ("table.md", "table.tex", "published.md", "paired.md", "conditions.png",
-                 "hardness/hardymer/hardness.csv"):
+                 "learning_curves.png", "hardness/hardymer/hardness.csv", "report.html"):
         assert (out / "report" / name).is_file(), name
+    assert "report.html" in res.output.splitlines()[-1]     # the one page, named at the end
 
 
 def test_reference_compat_end_to_end_with_the_papers_protocol(run_dir):
