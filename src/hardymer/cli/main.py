@@ -277,11 +277,12 @@ def train(
     from .. import api
     from ..protocol.splits import make_folds
     from ..runs.experiment import check_run, checked_fold_ids, schedule_text
+    from ..training import tracking
     fold_ids = [fold] if fold is not None else _fold_ids(folds)
     _check_out(out)
     ds = _open(data, trust_pickle)
     overrides = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else []) \
-        + ([f"train.log=[{','.join(log)}]"] if log else [])
+        + tracking.override(log)
     try:
         cfg = api.run_config(method, ds.family, overrides, config, protocol=protocol,
                              seed=seed, ablations=ablation,
@@ -471,9 +472,9 @@ def sweep(
 
 
 def _checked_log(log: list[str]) -> list[str]:
-    from ..training.config import TrainConfig
+    from ..training import tracking
     try:
-        TrainConfig(log=list(log)).check()
+        tracking.check(list(log))
     except ValueError as err:
         _fail(str(err))
     return list(log)

@@ -195,11 +195,11 @@ class Packing:
         n_seq = sum(1 for c in sorted_counts if c > 0)
         position = torch.empty_like(seq_order)
         position[seq_order] = torch.arange(B, device=seq_order.device)   # sequence -> rank
-        seq = natural // S
+        seq_rank = position[natural // S]                                 # its sequence's rank
         rank = key_mask.long().cumsum(1).view(-1)[natural] - 1            # k-th of its row
-        order = torch.argsort(position[seq] * S + rank)
+        order = torch.argsort(seq_rank * S + rank)
         rows = natural[order]
-        seq_rank, rank = position[seq][order], rank[order]
+        seq_rank, rank = seq_rank[order], rank[order]
         groups, start = [], 0
         for i, j in cls._cuts(sorted_counts[:n_seq]):
             width = sorted_counts[i]
@@ -212,6 +212,11 @@ class Packing:
             groups.append(Group(start, stop, n, width, slots, mask))
             start = stop
         return cls(order, rows, tuple(groups))
+
+    def scatter(self, r: torch.Tensor, size: int) -> torch.Tensor:
+        """Packed rows ``r`` (N, D) back to their flat grid positions: (size, D), zero at
+        the positions not computed."""
+        return r.new_zeros(size, r.shape[-1]).index_copy(0, self.rows, r)
 
     @classmethod
     def _cuts(cls, lengths: list[int]) -> list[tuple[int, int]]:

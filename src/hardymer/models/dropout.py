@@ -13,17 +13,18 @@ The same generator (torch's default, seeded by the trainer) drives it, on CPU an
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+IMPLEMENTATIONS = ("bits", "torch")
 _HALF = 1 << 15   # int16 chunks are uniform over [-2^15, 2^15)
 
 
 def keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
     """BoolTensor ``shape``: True with probability ``1 - p`` rounded to a multiple of 2^-16."""
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     words = torch.empty((n + 2) // 3, dtype=torch.int64, device=device).random_()
     # little-endian int16 view: chunks 0-2 are the low 48 bits (chunk 3 holds the unset sign bit)
     chunks = words.view(torch.int16).view(-1, 4)[:, :3].reshape(-1)[:n]
@@ -83,4 +84,5 @@ def dropout(p: float, impl: str = "bits") -> nn.Module:
         return BitsDropout(p)
     if impl == "torch":
         return nn.Dropout(p)
-    raise ValueError(f"unknown dropout implementation {impl!r}; expected 'bits' or 'torch'")
+    raise ValueError(f"unknown dropout implementation {impl!r}; expected "
+                     f"{' or '.join(map(repr, IMPLEMENTATIONS))}")

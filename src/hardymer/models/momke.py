@@ -24,6 +24,7 @@ from torch import nn
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
 from .attention import MaskedSelfAttention, Packing
+from .dropout import IMPLEMENTATIONS as DROPOUT_IMPLS
 from .dropout import dropout as make_dropout
 from .registry import register_method
 
@@ -108,7 +109,7 @@ class Expert(nn.Module):
         B, S, D = x.shape
         packing = Packing.of(key_mask, grouped)
         h = self.rows(x.reshape(B * S, D).index_select(0, packing.rows), packing)
-        return x.new_zeros(B * S, D).index_copy(0, packing.rows, h).view(B, S, D)
+        return packing.scatter(h, B * S).view(B, S, D)
 
     def rows(self, h: torch.Tensor, packing: Packing) -> torch.Tensor:
         """The packed computation: ``h`` (N, D) are the available positions of a (B, S)
@@ -139,7 +140,7 @@ class MoMKE(Method):
         super().check_config(config)
         if config.attention not in ("sdpa", "loop"):
             raise ValueError(f"model.attention={config.attention!r}; expected 'sdpa' or 'loop'")
-        if config.dropout_impl not in ("bits", "torch"):
+        if config.dropout_impl not in DROPOUT_IMPLS:
             raise ValueError(f"model.dropout_impl={config.dropout_impl!r}; expected 'bits' "
                              "(the default) or 'torch' (nn.Dropout, the old path)")
         if config.hidden % config.heads:
@@ -259,13 +260,12 @@ class MoMKE(Method):
             else:
                 w = torch.full(R.shape[:-1], 1.0 / len(self.modalities), device=R.device)
             r = (w[..., None] * R).sum(1)                                  # (N, D)
-            D = r.shape[-1]
-            return r.new_zeros(M_ * B * S, D).index_copy(0, packing.rows, r).view(M_, B, S, D)
+            return packing.scatter(r, M_ * B * S).view(M_, B, S, -1)
         out = []                  # ablation: each modality only through its own expert
         for k, m in enumerate(names):
             packing = Packing.of(km[k * B:(k + 1) * B], grouped)
             r = self.experts[m].rows(p[k].index_select(0, packing.order), packing)
-            out.append(r.new_zeros(B * S, r.shape[-1]).index_copy(0, packing.rows, r))
+            out.append(packing.scatter(r, B * S))
         return torch.stack(out).view(M_, B, S, -1)
 
     def _scatter_modalities(self, r: torch.Tensor, names) -> torch.Tensor:

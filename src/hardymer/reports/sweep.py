@@ -131,14 +131,14 @@ def write_sweep_report(sweep: Path, out: Path, hardness: bool = True,
     curves = learning_curves(records, task, out / "learning_curves.png", order)
     if curves is not None:
         paths["learning_curves.png"] = curves
+    hard_text: list[str] = []
     if hardness:
         hard_paths, hard_text = hardness_plots(records, out / "hardness", trust_pickle)
         paths.update(hard_paths)
         text += hard_text
     if html:
         paths["report.html"] = out / "report.html"
-        atomic_write_text(paths["report.html"], page(records, parts, paths, hard_text
-                                                     if hardness else []))
+        atomic_write_text(paths["report.html"], page(records, parts, paths, hard_text))
     return {"text": "\n".join(text), "paths": paths, "summary": summary}
 
 

@@ -38,6 +38,7 @@ from ..fileio import atomic_write_json, folder_lock
 from ..models import METHODS, get_method_class
 from ..protocol.conditions import all_fixed_conditions, parse_condition
 from ..protocol.splits import make_folds
+from ..training import tracking as trackers
 from .config import load_run_config
 from .experiment import check_run, checked_fold_ids, run_experiment, schedule_text
 from .layout import Run, check_out_folder, dataset_meta, source_id, versions
@@ -253,8 +254,7 @@ def _run_dir(out: Path, variant: str, seed: int) -> Path:
 
 def _config(spec: SweepSpec, v: Variant, seed: int, family: str):
     return load_run_config(v.method, family, spec.set + v.set + [
-        f"train.seed={seed}", f"train.protocol={spec.protocol}"]
-        + ([f"train.log=[{','.join(spec.log)}]"] if spec.log else []))
+        f"train.seed={seed}", f"train.protocol={spec.protocol}"] + trackers.override(spec.log))
 
 
 def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,

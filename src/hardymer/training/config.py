@@ -11,7 +11,7 @@ import torch
 
 from ..data.standardize import CHOICES as STANDARDIZE_CHOICES
 from ..metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from .tracking import TRACKERS, check_available
+from .tracking import check as check_trackers
 
 PROTOCOLS = {"val": "val", "paper": "paper", "test-best-epoch": "paper"}
 
@@ -106,10 +106,7 @@ class TrainConfig:
         if self.select_metric is not None and self.select_metric not in names:
             raise bad("select_metric", f"null (the task's default) or one of "
                       f"{', '.join(dict.fromkeys(names))}")
-        if not isinstance(self.log, list) or any(n not in TRACKERS for n in self.log):
-            raise bad("log", f"a list of trackers from {', '.join(TRACKERS)} (e.g. "
-                      "--log tensorboard), or [] for none")
-        check_available(self.log)
+        check_trackers(self.log)
         _check_device(self.device)
 
 

@@ -34,12 +34,8 @@ class TensorBoardLog:
     """Writes log rows as scalars; ``first_epoch`` is the first epoch this fit will write."""
 
     def __init__(self, out_dir: Path, first_epoch: int = 1):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:   # torch's writer needs the tensorboard package
-            raise ImportError("train.log=[tensorboard] (--log tensorboard) needs the "
-                              f"tensorboard package, an optional extra: {INSTALL_HINT}"
-                              ) from None
+        check(["tensorboard"])            # torch's writer needs the tensorboard package
+        from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"),
                                     purge_step=first_epoch if first_epoch > 1 else None)
 
@@ -53,14 +49,23 @@ class TensorBoardLog:
         self.writer.close()
 
 
-def check_available(names: list[str]) -> None:
-    """ValueError with the install line when a tracker of ``names`` cannot be imported."""
+def check(names) -> None:
+    """ValueError naming ``train.log`` for an unknown tracker, or with the install line when
+    one of ``names`` cannot be imported."""
+    if not isinstance(names, list) or any(n not in TRACKERS for n in names):
+        raise ValueError(f"train.log={names!r}; expected a list of trackers from "
+                         f"{', '.join(TRACKERS)} (e.g. --log tensorboard), or [] for none")
     if "tensorboard" in names:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             raise ValueError("train.log=[tensorboard] (--log tensorboard) needs the tensorboard "
                              f"package, an optional extra: {INSTALL_HINT}") from None
+
+
+def override(names: list[str]) -> list[str]:
+    """The ``--set`` override that asks for the trackers ``names`` (none for [])."""
+    return [f"train.log=[{','.join(names)}]"] if names else []
 
 
 def open_trackers(names: list[str], out_dir: Path, first_epoch: int) -> list[TensorBoardLog]:
