@@ -39,3 +39,30 @@ def make_toy(n_seq=30, dims=(6, 10, 6), strength=(1.0, 1.5, 0.5), seed=0, task="
 @pytest.fixture
 def toy():
     return make_toy()
+
+
+BROWSER = next((b for b in map(__import__("shutil").which,
+                               ("chromium", "chromium-browser", "google-chrome")) if b), None)
+DRIVER = __import__("shutil").which("chromedriver")
+
+
+@pytest.fixture
+def chrome():
+    """Headless Chromium through Selenium (tests marked ``browser``); skips without them."""
+    if not (BROWSER and DRIVER):
+        pytest.skip("needs Chromium and chromedriver (Debian: apt-get install chromium "
+                    "chromium-driver; .ci/run installs them if it can)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = BROWSER
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
+                              options=opts)
+    yield driver
+    driver.quit()
+
+
+def console_errors(driver) -> list[dict]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

@@ -131,6 +131,112 @@ def test_hardness_command_writes_table_and_plots(hardy_run):
         assert (out / "hardness" / png).stat().st_size > 1000
 
 
+@pytest.mark.browser
+def test_hardness_explorer_in_a_real_browser(hardy_run, chrome, tmp_path):
+    """hardness.html in headless Chromium: images decode; the 20 hardest then 20 easiest per
+    condition come first; choosing a condition filters; a header click sorts; a click on a row
+    opens its supports (their labels and distances as in hardness.csv); "show all" shows every
+    training utterance; no console error. Screenshot in tmp_path."""
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from conftest import console_errors
+    _, out = hardy_run
+    res = invoke("hardness", out, "--out", tmp_path / "h", "--html")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(tmp_path / "h" / "hardness.csv", keep_default_na=False)
+    d = chrome
+    d.get((tmp_path / "h" / "hardness.html").as_uri())
+    assert d.execute_script("return document.images.length") == 2
+    assert d.execute_script(
+        "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    heads = [h.text for h in d.find_elements(By.CSS_SELECTOR, "div.hx thead th")]
+
+    def rows():
+        return [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
+                for r in d.find_elements(By.CSS_SELECTOR, "div.hx tbody tr.hx-row")]
+    c, h, shown = heads.index("condition"), heads.index("h"), heads.index("shown")
+    first = rows()
+    assert len(first) == 80 and [r[c] for r in first] == ["at"] * 40 + ["v"] * 40
+    at = df[df.condition == "at"].h
+    hs = [float(r[h]) for r in first[:40]]
+    assert hs[:20] == sorted(hs[:20], reverse=True) and hs[0] == pytest.approx(at.max(), abs=1e-4)
+    assert hs[20] == pytest.approx(at.min(), abs=1e-4) and first[20][shown] == "easiest 1"
+    Select(d.find_element(By.CSS_SELECTOR, "select.hx-filter")).select_by_value("v")
+    assert {r[c] for r in rows()} == {"v"} and len(rows()) == 40
+    head_h = d.find_elements(By.CSS_SELECTOR, "div.hx thead th")[h]
+    head_h.click()
+    up = [float(r[h]) for r in rows()]
+    head_h.click()
+    assert up == sorted(up) and [float(r[h]) for r in rows()] == sorted(up, reverse=True)
+    row = d.find_elements(By.CSS_SELECTOR, "div.hx tbody tr.hx-row")[0]
+    uid = row.find_elements(By.TAG_NAME, "td")[heads.index("utterance_id")].text
+    row.click()
+    detail = d.find_element(By.CSS_SELECTOR, "tr.hx-detail")
+    want = df[(df.condition == "v") & (df.utterance_id == uid)].iloc[0]
+    sup = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+           for tr in detail.find_elements(By.CSS_SELECTOR, "table tr")[1:]]
+    assert [s[1] for s in sup] == want.support_ids.split(";")
+    assert [s[2] for s in sup] == want.support_label_names.split(";")
+    assert [float(s[3]) for s in sup] == pytest.approx(
+        [float(x) for x in want.support_distances.split(";")], abs=1e-4)
+    row.click()
+    assert not d.find_elements(By.CSS_SELECTOR, "tr.hx-detail")        # a second click closes
+    d.find_element(By.CSS_SELECTOR, "input.hx-all").click()
+    assert len(rows()) == (df.condition == "v").sum()
+    find = d.find_element(By.CSS_SELECTOR, "input.hx-find")
+    find.send_keys(uid)
+    assert [r[heads.index("utterance_id")] for r in rows()] == [uid]
+    assert console_errors(d) == []
+    d.save_screenshot(str(tmp_path / "explorer.png"))
+    assert (tmp_path / "explorer.png").stat().st_size > 10_000
+
+
+def test_export_writes_a_self_contained_folder_with_a_model_card(hardy_run, tmp_path):
+    """A HARDY-MER export on generated data: weights only, the fold's training utterances as
+    its own data, plans renumbered onto them (same hardness per utterance), a model card that
+    says the data are generated; predict refuses it as it refuses the run (no extractors)."""
+    import numpy as np
+    from hardymer.data import open_data
+    from hardymer.models.hardymer.plan import first_plan
+    from hardymer.inference import PredictError
+    import hardymer
+    _, out = hardy_run
+    exp = tmp_path / "export"
+    res = invoke("export", out, "--out", exp)          # --fold defaults to the run's first
+    assert res.exit_code == 0, res.output
+    meta = json.loads((exp / "export.json").read_text())
+    assert meta["format"] == "hardymer-export" and meta["fold"] == 0
+    assert meta["conditions"] == ["at", "v"] and meta["skipped"] == []
+    data, src = open_data(str(exp / "data")), open_data(Run(out).data)
+    assert data.n_utterances == meta["rows"]
+    ids = data.utterances.utterance_id.to_numpy()
+    for cond in ("at", "v"):
+        a, b = first_plan(out / "fold0" / cond), first_plan(exp / "fold0" / cond)
+        uid = src.utterances.utterance_id.to_numpy()
+        assert list(ids[b.ids]) == list(uid[a.ids]) and np.array_equal(a.h, b.h)
+        assert set(uid[a.ids]) == set(ids)      # exactly the training utterances are exported
+        keep = b.support_ids >= 0
+        assert list(ids[b.support_ids[keep]]) == list(uid[a.support_ids[keep]])
+        assert np.array_equal(np.asarray(data.features["a"][b.ids]),
+                              np.asarray(src.features["a"][a.ids]))
+    card = (exp / "MODEL_CARD.md").read_text()
+    for text in ("# hardymer on synth-tiny, fold 0", "synthetic-data", "Generated by hardymer",
+                 "| at | ", "| v | ", "Selection protocol `val`", "## Intended use"):
+        assert text in card, text
+    assert not list(exp.rglob("last.safetensors"))[0].read_bytes().count(b"optim.")
+    with pytest.raises(PredictError, match="not made by `hardymer extract`"):
+        hardymer.load(exp)
+    res = invoke("export", out, "--out", exp)
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert invoke("export", out, "--out", exp, "--overwrite").exit_code == 0
+    res = invoke("export", out, "--out", tmp_path / "e2", "--fold", 3)
+    assert res.exit_code == 2 and "trained folds: [0]" in res.output
+    res = invoke("export", exp, "--out", tmp_path / "e3")
+    assert res.exit_code == 2 and "already an export" in res.output
+
+
 def test_hardness_command_rejects_other_methods(run_dir):
     _, out, _ = run_dir
     res = invoke("hardness", out, "--out", out / "h")
@@ -162,6 +268,7 @@ def test_quickstart_ends_with_the_report(tmp_path):
                  "learning_curves.png", "hardness/hardymer/hardness.csv", "report.html"):
         assert (out / "report" / name).is_file(), name
     assert "report.html" in res.output.splitlines()[-1]     # the one page, named at the end
+    assert "Hardness explorer: hardymer" in (out / "report" / "report.html").read_text()
 
 
 def test_reference_compat_end_to_end_with_the_papers_protocol(run_dir):

@@ -189,3 +189,67 @@ def test_changed_data_are_refused(setup, tmp_path):
     (copy / "sequences.csv").unlink()
     with pytest.raises(PredictError, match="changed since"):
         hardymer.load(tmp_path / "run")
+
+
+def test_hardness_of_extracted_data_shows_transcripts_and_media(setup, tmp_path):
+    """Data made by `hardymer extract`: the hardness table and its explorer carry each
+    training utterance's transcript and media paths, and each support's transcript."""
+    import pandas as pd
+    from hardymer.reports.hardness import inspect_run
+    manifest, _, runs = setup
+    res = inspect_run(runs["hardymer"], tmp_path / "h", html=True)
+    df = pd.read_csv(tmp_path / "h" / "hardness.csv", keep_default_na=False)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False).set_index("utterance_id")
+    assert {"transcript", "audio", "video", "label_name"} <= set(df.columns)
+    for r in df.itertuples():
+        assert r.transcript == table.loc[r.utterance_id, "text"]
+        given = table.loc[r.utterance_id, "audio"]        # stored resolved
+        assert r.audio == (str((manifest.parent / given).resolve()) if given else "")
+        assert r.label_name == table.loc[r.utterance_id, "label"]
+    page = res["paths"]["html"].read_text()
+    said = df[df.transcript != ""].transcript.iloc[0]
+    assert said in page and '"transcript"' in page
+
+
+@pytest.mark.parametrize("method", ["momke", "hardymer"])
+def test_export_predicts_alone_with_the_same_probabilities(setup, method, tmp_path):
+    """`hardymer export`, then the run folder deleted and its data moved away: the export
+    answers every manifest utterance with the same probabilities, neighbours and hardness."""
+    import shutil
+    manifest, data, runs = setup
+    run = tmp_path / "run"
+    shutil.copytree(runs[method], run)
+    before = hardymer.load(run).predict_manifest(manifest)
+    res = CliRunner().invoke(app, ["export", str(run), "--fold", "0", "--out",
+                                   str(tmp_path / "export")])
+    assert res.exit_code == 0, res.output
+    export = tmp_path / "export"
+    card = (export / "MODEL_CARD.md").read_text()
+    assert card.startswith("---\nlibrary_name: hardymer\n") and "## Limitations" in card
+    assert "test WA" in card and "Selection protocol `val`" in card
+    from safetensors import safe_open
+    with safe_open(str(export / "fold0" / "atv" / "best.safetensors"), "pt") as f:
+        assert all(k.startswith("model.") for k in f.keys())     # weights only
+    assert (export / "standardization.safetensors").is_file()      # extracted: standardised
+    shutil.rmtree(run)
+    away = data.with_name("data-away")
+    data.rename(away)
+    try:
+        after = hardymer.load(export).predict_manifest(manifest)
+    finally:
+        away.rename(data)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        assert a.keys() == b.keys() and a["utterance_id"] == b["utterance_id"]
+        if "error" in b:
+            assert a["error"] == b["error"]
+            continue
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+        assert [n["utterance_id"] for n in a["neighbours"]] == \
+            [n["utterance_id"] for n in b["neighbours"]]
+        assert [n["distance"] for n in a["neighbours"]] == \
+            pytest.approx([n["distance"] for n in b["neighbours"]], abs=1e-6)
+        assert a["hardness"] == b["hardness"]
+        assert a["model"]["trained_on"] == b["model"]["trained_on"]
+    if method == "hardymer":
+        assert any(r.get("hardness") and "h_ind" in r["hardness"] for r in after)

@@ -1,7 +1,6 @@
 """Sweeps and reports: a grid run, killed part-way, resumed without recomputing, reported; the
 report's numbers are the store's."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import console_errors
 from hardymer.cli.main import app
 from hardymer.runs.store import ResultsStore
 from hardymer.reports.sweep import ReportError, write_sweep_report
@@ -175,53 +175,36 @@ def test_html_escapes_what_it_shows():
     assert md.startswith("<h3>Title</h3>") and "&lt;b&gt;" in md and '<td class="num">1</td>' in md
 
 
-BROWSER = next((b for b in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
-                if b), None)
-DRIVER = shutil.which("chromedriver")
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(not (BROWSER and DRIVER), reason="needs Chromium and chromedriver (Debian: "
-                    "apt-get install chromium chromium-driver; .ci/run installs them if it can)")
-def test_html_report_in_a_real_browser(finished, tmp_path):
+def test_html_report_in_a_real_browser(finished, tmp_path, chrome):
     """Headless Chromium opens report.html: every image decodes, a header click sorts the
     rows (again: reversed), and the console has no error. A screenshot is left in tmp_path."""
-    webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     out, _, _ = finished
     page = write_sweep_report(out, tmp_path / "report", hardness=False, html=True)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = BROWSER
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
-                              options=opts)
-    try:
-        driver.get(page["paths"]["report.html"].as_uri())
-        assert driver.execute_script("return document.images.length") == 3
-        assert driver.execute_script(
-            "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        table = driver.find_elements(By.CSS_SELECTOR, "table.sortable")[0]
-        heads = table.find_elements(By.TAG_NAME, "th")
-        col = [h.text for h in heads].index("at WA")
+    driver = chrome
+    driver.get(page["paths"]["report.html"].as_uri())
+    assert driver.execute_script("return document.images.length") == 3
+    assert driver.execute_script(
+        "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    table = driver.find_elements(By.CSS_SELECTOR, "table.sortable")[0]
+    heads = table.find_elements(By.TAG_NAME, "th")
+    col = [h.text for h in heads].index("at WA")
 
-        def column(i):
-            return [r.find_elements(By.TAG_NAME, "td")[i].text
-                    for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
-        value = lambda t: float(t.split(" ± ")[0])  # noqa: E731
-        heads[col].click()
-        up = [value(t) for t in column(col)]
-        heads[col].click()
-        down = [value(t) for t in column(col)]
-        assert up == sorted(up) and down == sorted(up, reverse=True) and up != down
-        heads[0].click()
-        assert column(0) == sorted(column(0))            # text columns sort as text
-        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
-        driver.save_screenshot(str(tmp_path / "report.png"))
-        assert (tmp_path / "report.png").stat().st_size > 10_000
-    finally:
-        driver.quit()
+    def column(i):
+        return [r.find_elements(By.TAG_NAME, "td")[i].text
+                for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    value = lambda t: float(t.split(" ± ")[0])  # noqa: E731
+    heads[col].click()
+    up = [value(t) for t in column(col)]
+    heads[col].click()
+    down = [value(t) for t in column(col)]
+    assert up == sorted(up) and down == sorted(up, reverse=True) and up != down
+    heads[0].click()
+    assert column(0) == sorted(column(0))            # text columns sort as text
+    assert console_errors(driver) == []
+    driver.save_screenshot(str(tmp_path / "report.png"))
+    assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
 def test_grid_clash_and_bad_input(finished, tmp_path):

@@ -6,6 +6,7 @@ The Python API (:mod:`hardymer.api`)::
     report = hardymer.extract("clips.csv", "data/mine")        # media -> feature data set
     hardymer.train("synth:demo", "hardymer", "at", folds=[0], out="runs/h")
     hardymer.load("runs/mine").predict(audio="a.wav", text="…")  # a trained run -> prediction
+    hardymer.export("runs/mine", 0, "models/mine")             # one fold, shareable, model card
 
 The API is imported on first use, so ``import hardymer`` (and every ``import hardymer.<part>``,
 which imports this file first) does not load the layers above the part asked for;
@@ -13,7 +14,7 @@ which imports this file first) does not load the layers above the part asked for
 """
 from .version import __version__
 
-_API = ("extract", "load", "train", "sweep", "report", "run_config", "SweepSpec", "Variant")
+_API = ("extract", "load", "export", "train", "sweep", "report", "run_config", "SweepSpec", "Variant")
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""The Python API: the five things the command line does, as functions.
+"""The Python API: the six things the command line does, as functions.
 
     import hardymer
     report = hardymer.extract("clips.csv", "data/mine")              # media -> data set
@@ -6,6 +6,7 @@
     store = hardymer.sweep(hardymer.SweepSpec(...), "sweeps/s")       # a grid into a store
     hardymer.report("sweeps/s", "sweeps/s/report")                    # the papers' tables
     hardymer.load("runs/mine").predict(audio="a.wav", text="…")       # a run -> prediction
+    hardymer.export("runs/mine", 0, "models/mine")                     # a shareable folder
 
 Each function is a thin layer over the package's own parts; the command line calls these.
 """
@@ -23,6 +24,7 @@ from .protocol.conditions import Condition, all_fixed_conditions, parse_conditio
 from .reports.sweep import write_sweep_report
 from .runs.config import RunConfig, load_run_config
 from .runs.experiment import run_experiment
+from .runs.export import export_run
 from .runs.layout import source_id
 from .runs.store import ResultsStore
 from .runs.sweep import SweepSpec, Variant, run_sweep
@@ -43,6 +45,14 @@ def load(run, fold: int | None = None, device: str = "auto") -> Predictor:
     See :class:`hardymer.inference.Predictor`.
     """
     return Predictor(run, fold=fold, device=device)
+
+
+def export(run, fold: int, out, overwrite: bool = False, trust_pickle: bool = False) -> dict:
+    """One fold of a trained run as a self-contained folder with a model card, which
+    :func:`load` (and ``hardymer predict``) accept. See :mod:`hardymer.runs.export`.
+    ``trust_pickle`` lets it reopen reference-layout data (a label pickle)."""
+    return export_run(run, fold, out, overwrite=overwrite,
+                      opener=lambda src: open_data(src, allow_pickle=trust_pickle))
 
 
 def run_config(method: str, family: str, overrides: Sequence[str] = (),

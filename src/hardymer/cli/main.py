@@ -371,6 +371,10 @@ def hardness(
                                "hardymer`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the table and plots."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
+    html: bool = typer.Option(False, "--html", help="Also write OUT/hardness.html: the summary, "
+                              "the plots and the hardness explorer (per condition the 20 "
+                              "hardest and 20 easiest utterances first, filter, sort, click a "
+                              "row for its supports) on one self-contained page."),
 ) -> None:
     """Which training samples are hard, why, and what was retrieved for them.
 
@@ -378,17 +382,59 @@ def hardness(
     support ids, distances and labels, plus planted_* ground truth for generated data),
     OUT/summary.{csv,md} (per condition: mean h and k', label agreement of the supports,
     Spearman correlations with planted hardness) and plots of the hardness distribution per
-    condition and class, and of hardness vs planted hardness.
+    condition and class, and of hardness vs planted hardness. Data made by `hardymer extract`
+    add each utterance's transcript and media paths.
 
-    Example: hardymer hardness runs/h --out runs/h/hardness
+    Example: hardymer hardness runs/h --out runs/h/hardness --html
     """
     from ..reports.hardness import InspectionError, inspect_run
     try:
-        res = inspect_run(run, out, opener=lambda src: _open(src, trust_pickle))
+        res = inspect_run(run, out, opener=lambda src: _open(src, trust_pickle), html=html)
     except InspectionError as err:
         _fail(str(err))
     typer.echo(res["text"])
     typer.echo("wrote " + ", ".join(str(p) for p in res["paths"].values()))
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="A run folder made by `hardymer train` (or a sweep's "
+                               "runs/<method>/seed<k>/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (new, or an earlier "
+                             "export with --overwrite)."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Which fold's models [default: "
+                                       "the run's first fold]."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export in OUT."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
+) -> None:
+    """One fold of a trained run as a shareable folder: weights, config, data provenance and a
+    model card.
+
+    OUT holds MODEL_CARD.md (Hugging Face layout: model details, training data and whether
+    generated, protocol and selection rule, per-condition metrics with the seed, intended use,
+    limitations), the selected weights of every finished condition (safetensors, no optimizer
+    state), run.json, the standardisation statistics, the fold's training utterances as the
+    neighbour database (with the extractors' provenance) and, for HARDY-MER, the fine-tuning
+    networks, teacher and curriculum plans that prediction uses for hardness. Nothing in OUT
+    points back to the run or its data: `hardymer predict OUT ...` and `hardymer.load(OUT)`
+    answer from it alone.
+
+    Example: hardymer export runs/mine --fold 0 --out models/mine
+    """
+    from .. import api
+    from ..data.validate import DataError
+    from ..runs.export import ExportError
+    from ..runs.layout import Run
+    try:
+        fold = Run.open(run).folds[0] if fold is None else fold
+        res = api.export(run, fold, out, overwrite=overwrite, trust_pickle=trust_pickle)
+    except (ExportError, DataError, FileNotFoundError, FileExistsError) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {res['path']}: fold {fold}, conditions {', '.join(res['conditions'])}, "
+               f"{res['rows']} training utterances as neighbours; model card {res['card']}")
+    if res["skipped"]:
+        typer.secho(f"warning: not exported (unfinished): {', '.join(res['skipped'])}",
+                    fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()

@@ -13,9 +13,11 @@ and off otherwise: the papers' feature sets are used as they are, as the papers 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from .dataset import MERDataset
 
 CHOICES = {"auto": None, "true": True, "on": True, "yes": True, "false": False, "off": False,
@@ -62,6 +64,23 @@ class FoldScaler:
             z[~available[:, j]] = 0.0
             out[m] = z
         return out
+
+    def save(self, path: Path) -> None:
+        """``path`` (safetensors): ``mean.<m>`` and ``std.<m>`` (float64) per modality."""
+        from safetensors.numpy import save_file
+        tensors = {f"{k}.{m}": np.ascontiguousarray(v[m], np.float64)
+                   for k, v in (("mean", self.mean), ("std", self.std)) for m in self.mean}
+        with atomic_path(Path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata={"what": "hardymer per-fold standardisation: "
+                                                   "z = (x - mean) / std of the fold's "
+                                                   "training rows"})
+
+    @classmethod
+    def load(cls, path: Path) -> "FoldScaler":
+        from safetensors.numpy import load_file
+        t = load_file(str(path))
+        mods = [k.split(".", 1)[1] for k in t if k.startswith("mean.")]
+        return cls({m: t[f"mean.{m}"] for m in mods}, {m: t[f"std.{m}"] for m in mods})
 
     def apply(self, dataset: MERDataset) -> MERDataset:
         return replace(dataset, features=self.transform(dataset.features, dataset.available,

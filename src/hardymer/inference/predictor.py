@@ -1,7 +1,7 @@
 """Predict the emotion of new utterances with a trained run, from whatever modalities exist.
 
 :func:`load` opens a run folder made by ``hardymer train`` on a data set made by
-``hardymer extract``; the data set's provenance names the extractors, so a new clip goes
+``hardymer extract``, or a folder made from one by ``hardymer export`` (:mod:`hardymer.runs.export`); the data set's provenance names the extractors, so a new clip goes
 through exactly the extraction the model was trained on. For each utterance::
 
     given media -> extract (the run's extractors) -> [HARDY-MER: the fold's fine-tuning nets]
@@ -41,6 +41,7 @@ from ..protocol.conditions import canonical_name, parse_condition
 from ..protocol.splits import make_folds
 from ..retrieval import FeatureDatabase, retrieve_supports
 from ..runs.experiment import build_method
+from ..runs.export import ExportError, open_export
 from ..runs.layout import Run
 from ..training.checkpoint import checkpoint_exists, load_checkpoint
 from ..training.trainer import resolve_device
@@ -82,8 +83,13 @@ class Predictor:
         self.run = self._run.path
         self.meta = self._run.meta
         self.cfg = self._run.config
+        try:   # a folder of `hardymer export`: its own data, fold and statistics
+            self.export = open_export(self.run)
+        except ExportError as err:
+            raise PredictError(str(err)) from None
+        source = str(self.export.data_path) if self.export else self._run.data
         try:
-            self.dataset = open_data(self._run.data, mmap=True)
+            self.dataset = open_data(source, mmap=True)
         except (DataError, FileNotFoundError) as err:
             raise PredictError(f"cannot reopen the run's data {self.meta['data']!r}: {err}") \
                 from err
@@ -94,8 +100,9 @@ class Predictor:
                                + "; folds and neighbours would not line up. Re-train on the "
                                "current data, or extract the changes into another folder.")
         prov = (ds.meta.get("extraction") or {}).get("extractors")
+        source_data = self.export.meta["source_data"] if self.export else self.meta["data"]
         if not prov:
-            raise PredictError(f"{self.run} was trained on {self.meta['data']!r}, whose features "
+            raise PredictError(f"{self.run} was trained on {source_data!r}, whose features "
                                "were not made by `hardymer extract`, so there are no extractors "
                                "to turn new media into the same features. Train on a data set "
                                "made by `hardymer extract` (or use `hardymer evaluate` on "
@@ -107,19 +114,25 @@ class Predictor:
                 raise PredictError(f"extractor {ex.spec!r} gives {ex.dim} values but the run's "
                                    f"data have {ds.dims[m]} for modality {m!r}")
             self.extractors[m] = ex
-        folds = make_folds(ds, val_fraction=self.cfg.train.val_fraction,
-                           seed=self.cfg.train.split_seed, scheme=self.cfg.train.folds_scheme)
         fold = self._run.folds[0] if fold is None else fold
         if fold not in self._run.folds:
-            raise PredictError(f"fold {fold} was not trained in {self.run}; trained folds: "
-                               f"{self._run.folds}")
-        self.fold = folds[fold]
+            raise PredictError(f"fold {fold} was not {'exported' if self.export else 'trained'}"
+                               f" in {self.run}; {'exported' if self.export else 'trained'} "
+                               f"folds: {self._run.folds}")
+        if self.export:
+            self.fold = self.export.fold(ds)
+        else:
+            self.fold = make_folds(ds, val_fraction=self.cfg.train.val_fraction,
+                                   seed=self.cfg.train.split_seed,
+                                   scheme=self.cfg.train.folds_scheme)[fold]
         self.device = resolve_device(device)
         cls = get_method_class(self.cfg.method)
         config = cls.Config(**self.cfg.model)
         fold_dir = self._run.fold_dir(self.fold.index)
-        # What the models read: the fold's standardised features when the run standardised.
-        self.inputs, self.scaler = fold_inputs(self.cfg.train.standardize, ds, self.fold.train)
+        # What the models read: the fold's standardised features when the run standardised
+        # (an export carries the statistics themselves).
+        self.inputs, self.scaler = self.export.inputs(ds) if self.export else \
+            fold_inputs(self.cfg.train.standardize, ds, self.fold.train)
         self.train_ids = ds.rows_of(self.fold.train)
         try:
             self.reference = cls.test_time_dataset(config, self.inputs, fold_dir)

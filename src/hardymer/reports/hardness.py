@@ -5,7 +5,14 @@ For runs of a method that records hardness (``records_hardness``: HARDY-MER),
 curriculum plans) and writes, per training utterance and condition, ``h_dir``, ``h_ind``,
 ``h``, ``k_prime``, the support ids, distances and labels (and the ``planted_*`` ground truth
 when the data is generated), a summary per condition (label agreement of the supports, Spearman
-correlation of hardness with planted hardness) and plots.
+correlation of hardness with planted hardness) and plots. For data made by ``hardymer
+extract`` the table also carries each utterance's transcript and media paths.
+
+With ``html``, ``hardness.html`` is the same on one self-contained page with the *hardness
+explorer* (:func:`explorer`): per condition the 20 hardest and the 20 easiest training
+utterances first (every one a tick away), filterable by condition and free text, sortable,
+and a click on a row shows its terms, planted truth, transcript, media and its supports with
+their labels, distances and transcripts. The sweep report embeds the same explorer.
 
 Planted hardness *under a condition* (``planted_effective``): a direct-hard sample is hard
 when its key modality is missing (``planted_dir_eff``); an indirect-hard sample when its
@@ -22,10 +29,16 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..data import open_data
+from ..fileio import atomic_write_text
 from ..models import METHODS, get_method_class
 from ..protocol.conditions import parse_condition
 from ..runs.layout import Run
+from ..version import __version__
+from .html import Section, explorer_html, render
 from .tables import pyplot, to_markdown
+
+PINNED = 20                     # hardest and easiest utterances shown first, per condition
+MEDIA = ("transcript", "audio", "video")   # from the extracted data's utterance table
 
 
 class InspectionError(ValueError):
@@ -75,6 +88,14 @@ def plan_table(plan, dataset, fold: int, condition: str) -> pd.DataFrame:
     rows["support_distances"] = fmt(np.round(sup.distances, 4))
     rows["support_labels"] = fmt(np.where(mask, labels[np.maximum(sup.ids, 0)], 0))
     rows["support_agreement"] = sup.label_agreement(_discrete(labels, dataset.task))
+    names = dataset.class_names
+    if names and dataset.task == "classification":
+        rows["label_name"] = np.asarray(names, dtype=object)[labels[plan.ids]]
+        rows["support_label_names"] = fmt(np.where(
+            mask, np.asarray(names, dtype=object)[labels[np.maximum(sup.ids, 0)]], ""))
+    for col, src in zip(MEDIA, ("text", "audio", "video")):
+        if src in u and not pd.api.types.is_numeric_dtype(u[src]):
+            rows[col] = u[src].fillna("").astype(str).to_numpy()[plan.ids]
     df = pd.DataFrame(rows)
     planted = planted_under(u, plan.ids, plan.available, dataset.modalities)
     if planted is not None:
@@ -191,9 +212,60 @@ def plot_vs_planted(df: pd.DataFrame, path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-def inspect_run(run: Path, out: Path, opener: Callable | None = None) -> dict:
+def explorer(df: pd.DataFrame) -> str:
+    """The hardness explorer (HTML) of a :func:`plan_table` frame: per (fold, condition) the
+    ``PINNED`` hardest then the ``PINNED`` easiest utterances first (column ``shown``), then
+    the rest by decreasing h; a click on a row shows its terms and supports."""
+    parts = []
+    for _, g in df.groupby(["fold", "condition"], sort=False):
+        g = g.sort_values("h", ascending=False, kind="stable")
+        hard = g.iloc[:PINNED]
+        easy = g.iloc[len(hard):].iloc[::-1].iloc[:PINNED]
+        rest = g.drop(index=hard.index.union(easy.index))
+        shown = [f"hardest {i + 1}" for i in range(len(hard))] + \
+            [f"easiest {i + 1}" for i in range(len(easy))] + [""] * len(rest)
+        parts.append(pd.concat([hard, easy, rest]).assign(shown=shown))
+    d = pd.concat(parts, ignore_index=True)
+    label = "label_name" if "label_name" in d else "label"
+    cols = ["condition", "shown", "utterance_id", label, "h", "h_dir", "h_ind", "k_prime",
+            "support_agreement"] + [c for c in ("planted_kind", "planted_effective") if c in d]
+    table = d[cols].rename(columns={label: "label", "k_prime": "k'",
+                                    "support_agreement": "support agreement"})
+    if d["fold"].nunique() > 1:
+        table["condition"] = [f"fold {f}: {c}" for f, c in zip(d.fold, d.condition)]
+    if "transcript" in d:
+        table["transcript"] = d.transcript.map(lambda t: t if len(t) <= 60 else t[:57] + "...")
+    # A support's transcript, from the same (fold, condition)'s rows (supports are training
+    # utterances, each of which has a row there).
+    text_of = dict(zip(zip(d.fold, d.condition, d.utterance_id), d.transcript)) \
+        if "transcript" in d else None
+    # Details: what the row does not show (raw terms, planted truth, full transcript, media).
+    extra = ["h_dir_raw", "h_ind_raw"] + [c for c in d.columns if c.startswith("planted_")
+                                          and c not in cols] + [c for c in MEDIA if c in d]
+    fields = d[extra].rename(columns=lambda c: c.replace("_", " "))
+    labs = d.get("support_label_names", d.support_labels).astype(str)
+    subs = []
+    for f, cond, ids, lab, dist in zip(d.fold, d.condition, d.support_ids.astype(str), labs,
+                                       d.support_distances.astype(str)):
+        ids = [x for x in ids.split(";") if x and x != "nan"]
+        lab, dist = lab.split(";"), dist.split(";")
+        subs.append([[j + 1, sid, lab[j], float(dist[j])]
+                     + ([text_of.get((f, cond, sid), "")] if text_of else [])
+                     for j, sid in enumerate(ids)])
+    note = (f"Per condition the {PINNED} hardest and the {PINNED} easiest training utterances "
+            "(tick 'show all' for every one); choose a condition, type to filter, click a "
+            "header to sort, click a row for its hardness terms and supports.")
+    return explorer_html(table, fields, subs, ("rank", "utterance", "label", "distance")
+                         + (("transcript",) if text_of else ()),
+                         "{n} supports (nearest training utterances under the same pattern, "
+                         "best first)", filter_by="condition", first="shown", note=note,
+                         label="training utterances")
+
+
+def inspect_run(run: Path, out: Path, opener: Callable | None = None,
+                html: bool = False) -> dict:
     """Write ``hardness.csv``, ``summary.{csv,md}`` and plots for a run folder of a method
-    that records hardness."""
+    that records hardness; with ``html`` also ``hardness.html`` (with the explorer)."""
     run, out = Run(run), Path(out)
     takers = " or ".join(f"`--method {m}`" for m in hardness_methods())
     if not run.exists():
@@ -227,16 +299,34 @@ def inspect_run(run: Path, out: Path, opener: Callable | None = None) -> dict:
     incomplete = [c for c in dict.fromkeys(df.condition) if not _is_full(c, dataset.modalities)]
     pooled = pooled_spearman(df, incomplete)
     text = to_markdown(summary.round(3))
+    pooled_text = ("Mean hardness over the incomplete conditions vs planted hardness "
+                   "(Spearman): " + ", ".join(f"{k} {v:.3f}" for k, v in pooled.items())
+                   if pooled else "")
     if pooled:
-        text += ("\nMean hardness over the incomplete conditions vs planted hardness "
-                 "(Spearman): " + ", ".join(f"{k} {v:.3f}" for k, v in pooled.items()) + "\n")
+        text += f"\n{pooled_text}\n"
     (out / "summary.md").write_text(text)
     paths = {"table": out / "hardness.csv", "summary": out / "summary.md",
              "distribution_plot": plot_distributions(df, out / "hardness_by_condition.png",
                                                      dataset.class_names)}
     if "planted_effective" in df:
         paths["planted_plot"] = plot_vs_planted(df, out / "hardness_vs_planted.png")
-    return {"summary": summary, "pooled": pooled, "paths": paths, "text": text}
+    if html:
+        paths["html"] = out / "hardness.html"
+        images = [p for k, p in paths.items() if k.endswith("_plot")]
+        generated = " (generated by hardymer's synthetic generator, not a real corpus)" \
+            if dataset.meta.get("generator") else ""
+        prov = (f"Run {run.path}: {run.method} on {dataset.name} ({run.data}){generated}; "
+                f"folds {', '.join(map(str, run.folds))}; conditions "
+                f"{', '.join(run.conditions)}. Hardness of each training utterance as the "
+                "curriculum plan of its cell's first conditioned epoch scored it. "
+                f"hardymer {__version__}.")
+        sections = [Section("Summary per condition", table=summary.round(3),
+                            markdown=pooled_text),
+                    Section("Plots", images=images),
+                    Section("Hardness explorer", html=explorer(df))]
+        atomic_write_text(paths["html"], render(f"Hardness: {run.method} run {run.path.name}",
+                                                prov, sections))
+    return {"summary": summary, "pooled": pooled, "paths": paths, "text": text, "table": df}
 
 
 def _is_full(cond: str, modalities) -> bool:

@@ -13,7 +13,7 @@ Writes into the report folder:
   interval and a paired t-test;
 * ``conditions.png`` (bars with error bars), ``missing_rate.png`` (metric vs missing rate, when
   the sweep has ``random:p`` conditions) and, for HARDY-MER runs, ``hardness/<method>/``
-  (hardness tables and histograms);
+  (hardness tables and histograms; in ``report.html`` also the hardness explorer);
 * ``learning_curves.png`` — per method, the validation metric against the epoch for each
   condition (mean over folds, band = ± std over seeds), from the cells' ``metrics.jsonl``;
 * ``summary.csv`` — every (method, condition, metric): mean, std, n;
@@ -41,7 +41,7 @@ from ..protocol.conditions import INCOMPLETE_CONDITIONS
 from ..runs.layout import Run
 from ..runs.sweep import SweepFolder
 from ..training.trainer import read_history
-from .hardness import InspectionError, inspect_run
+from .hardness import InspectionError, explorer, inspect_run
 from .html import Section, render
 from .published import load_published
 from .tables import (AVERAGE, canonical_condition, condition_order, plot_conditions, pyplot,
@@ -132,18 +132,24 @@ def write_sweep_report(sweep: Path, out: Path, hardness: bool = True,
     if curves is not None:
         paths["learning_curves.png"] = curves
     hard_text: list[str] = []
+    explorers: dict[str, str] = {}
     if hardness:
-        hard_paths, hard_text = hardness_plots(records, out / "hardness", trust_pickle)
+        hard_paths, hard_text, tables = hardness_plots(records, out / "hardness", trust_pickle)
         paths.update(hard_paths)
         text += hard_text
+        if html:
+            explorers = {m: explorer(df) for m, df in tables.items()}
     if html:
         paths["report.html"] = out / "report.html"
-        atomic_write_text(paths["report.html"], page(records, parts, paths, hard_text))
+        atomic_write_text(paths["report.html"], page(records, parts, paths, hard_text,
+                                                     explorers))
     return {"text": "\n".join(text), "paths": paths, "summary": summary}
 
 
-def page(records: list[dict], parts, paths: dict[str, Path], hardness_text: list[str]) -> str:
-    """``report.html``: provenance, the tables (sortable), the plots, the hardness section."""
+def page(records: list[dict], parts, paths: dict[str, Path], hardness_text: list[str],
+         explorers: dict[str, str] | None = None) -> str:
+    """``report.html``: provenance, the tables (sortable), the plots, the hardness section
+    and a hardness explorer per method that records hardness (``explorers``)."""
     sections = [Section(title, note.strip(), df, folded=name == "published")
                 for name, title, (df, note) in parts]
     plots = [paths[k] for k in ("conditions.png", "missing_rate.png", "learning_curves.png")
@@ -155,6 +161,8 @@ def page(records: list[dict], parts, paths: dict[str, Path], hardness_text: list
                                                     k.startswith("hardness/") and
                                                     p.suffix == ".png"],
                                 markdown="\n\n".join(hardness_text)))
+    for method, fragment in (explorers or {}).items():
+        sections.append(Section(f"Hardness explorer: {method}", html=fragment))
     return render(_title(records), provenance(records), sections)
 
 
@@ -454,10 +462,11 @@ def learning_curves(records: list[dict], task: str, path: Path, order: list[str]
 
 
 def hardness_plots(records: list[dict], out: Path, trust_pickle: bool = False
-                   ) -> tuple[dict[str, Path], list[str]]:
+                   ) -> tuple[dict[str, Path], list[str], dict[str, pd.DataFrame]]:
     """Hardness tables and histograms of the first seed's run of each method that records
-    hardness (HARDY-MER and its variants); returns the files and a Markdown summary each."""
-    paths, texts = {}, []
+    hardness (HARDY-MER and its variants); returns the files, a Markdown summary each and
+    each method's per-utterance table."""
+    paths, texts, tables = {}, [], {}
     runs = {}
     for r in sorted(records, key=lambda r: r["seed"]):
         base = r.get("base_method")
@@ -478,4 +487,5 @@ def hardness_plots(records: list[dict], out: Path, trust_pickle: bool = False
             paths[f"hardness/{slug}/{Path(p).name}"] = Path(p)
         texts.append(f"## Hardness: {method} (seed {seed}'s run)"
                      f"\n\n{res['text']}")
-    return paths, texts
+        tables[f"{method} (seed {seed}'s run)"] = res["table"]
+    return paths, texts, tables

@@ -43,6 +43,24 @@ def save_checkpoint(path_stem: Path, model: torch.nn.Module,
     atomic_write_json(path_stem.with_suffix(".json"), meta)
 
 
+def export_weights(src_stem: Path, dst_stem: Path) -> None:
+    """A copy of a checkpoint with the model's tensors only (no optimizer state, no RNG):
+    what a shared model needs; :func:`load_checkpoint` reads it like any other."""
+    src_stem, dst_stem = Path(src_stem), Path(dst_stem)
+    tensor_file = src_stem.with_suffix(".safetensors")
+    try:
+        with safe_open(str(tensor_file), "pt") as f:
+            embedded = json.loads((f.metadata() or {}).get("state") or "{}")
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise CheckpointError(tensor_file, err) from None
+    meta = {k: v for k, v in embedded.items() if k != "optimizer"}
+    dst_stem.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst_stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta, default=str)})
+    atomic_write_json(dst_stem.with_suffix(".json"), meta)
+
+
 def checkpoint_exists(path_stem: Path) -> bool:
     p = Path(path_stem)
     return p.with_suffix(".json").is_file() and p.with_suffix(".safetensors").is_file()

@@ -199,6 +199,17 @@ class Method(nn.Module):
         return PredictExtras()
 
 
+    @classmethod
+    def export_fold(cls, config, *, fold_dir: Path, out_fold_dir: Path,
+                    cells: dict[str, tuple[Path, Path]], rows) -> None:
+        """Write into a shareable model folder (``hardymer export``) what
+        :meth:`test_time_dataset` and :meth:`predict_extras` read from ``fold_dir`` and from
+        each cell (``cells``: condition -> (run cell, export cell)), weights only, utterance
+        ids renumbered to the exported rows: ``rows`` (sorted, (n,)) are the run's ids of the
+        exported training utterances, whose new id i is ``rows[i]``'s. The exporter copies
+        every cell's selected weights itself; default: nothing more."""
+
+
 @dataclass(frozen=True)
 class Ablation:
     """A one-word variant of a method: config overrides, and the name of the row the papers

@@ -37,7 +37,7 @@ from ..momke import MoMKE, MoMKEConfig
 from ..registry import register_method
 from .context import prepare_context
 from .plan import first_plan
-from .predict import HardyPredictExtras
+from .predict import HardyPredictExtras, export_fold_files
 from .reference import ReferenceDecoder, condition_missing
 from .reference import rec_loss as reference_rec_loss
 
@@ -247,6 +247,12 @@ class HardyMER(MoMKE):
         """Fine-tuned features of new utterances, their own h_ind, the neighbours' h."""
         return HardyPredictExtras(config, fold_dir, dataset, inputs, reference, train_ids,
                                   device)
+
+    @classmethod
+    def export_fold(cls, config, *, fold_dir, out_fold_dir, cells, rows) -> None:
+        """The fine-tuning networks and the exported rows' fine-tuned features, the teacher's
+        weights and each cell's first curriculum plan (ids renumbered)."""
+        export_fold_files(config, Path(fold_dir), Path(out_fold_dir), cells, rows)
 
     def attach(self, context, data, workdir) -> None:
         self.ctx = context

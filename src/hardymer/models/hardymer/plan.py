@@ -112,11 +112,18 @@ def build_plan(ids: np.ndarray, available: np.ndarray, terms_dir: np.ndarray,
                           k_prime=kp.astype(np.int64), support_ids=sup, support_dist=dist)
 
 
-def first_plan(cell: Path) -> CurriculumPlan | None:
-    """The plan of the cell's first conditioned epoch (the only one under a fixed condition)."""
-    index = cell / "curriculum" / "epochs.json"
+def first_plan_key(cell: Path) -> tuple[str, str] | None:
+    """(epoch, plan key) of the cell's first conditioned epoch, None before it has one."""
+    index = Path(cell) / "curriculum" / "epochs.json"
     if not index.is_file():
         return None
     epochs = json.loads(index.read_text())
-    key = epochs[min(epochs, key=int)]
-    return CurriculumPlan.load(cell / "curriculum" / f"plan-{key}.npz")
+    first = min(epochs, key=int)
+    return first, epochs[first]
+
+
+def first_plan(cell: Path) -> CurriculumPlan | None:
+    """The plan of the cell's first conditioned epoch (the only one under a fixed condition)."""
+    key = first_plan_key(cell)
+    return None if key is None else \
+        CurriculumPlan.load(Path(cell) / "curriculum" / f"plan-{key[1]}.npz")

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,12 +18,13 @@ import numpy as np
 import torch
 
 from ...data.dataset import MERDataset, pick_rows, sequences_batch
-from ...training.checkpoint import checkpoint_exists, load_checkpoint
+from ...fileio import atomic_save_npy, atomic_write_json
+from ...training.checkpoint import checkpoint_exists, export_weights, load_checkpoint
 from ...training.method import PredictExtras
 from .context import teacher_config
 from .estimate import batch_hardness_terms, reference_embeddings
 from .finetune import load_finetuner, transform
-from .plan import first_plan
+from .plan import first_plan, first_plan_key
 from .teacher import Teacher
 
 
@@ -110,3 +113,40 @@ class HardyPredictExtras(PredictExtras):
         span = np.ptp(train)
         return {"h_ind": np.clip((x - train.min()) / span, 0.0, 1.0) if span > 1e-12
                 else np.zeros_like(x)}
+
+
+def export_fold_files(cfg, fold_dir: Path, out_dir: Path, cells: dict[str, tuple[Path, Path]],
+                      rows: np.ndarray) -> None:
+    """What :class:`HardyPredictExtras` and ``test_time_dataset`` read, for an export whose
+    utterance ``i`` is the run's utterance ``rows[i]``."""
+    new_id = np.full(int(rows.max()) + 1 if len(rows) else 0, -1, np.int64)
+    new_id[rows] = np.arange(len(rows))
+
+    def renumber(ids: np.ndarray) -> np.ndarray:
+        out = np.where(ids >= 0, new_id[np.clip(ids, 0, len(new_id) - 1)], -1)
+        if ((ids >= 0) & ((ids >= len(new_id)) | (out < 0))).any():
+            raise ValueError("a curriculum plan names utterances outside the fold's training "
+                             "split: this run folder does not match its data")
+        return out
+    src = fold_dir / "finetune"
+    if cfg.finetune and (src / "finetune.json").is_file():
+        dst = out_dir / "finetune"
+        dst.mkdir(parents=True, exist_ok=True)
+        meta = json.loads((src / "finetune.json").read_text())
+        for f in src.glob("*.safetensors"):
+            shutil.copyfile(f, dst / f.name)
+        for f in src.glob("*.npy"):     # the fine-tuned features of the exported rows
+            atomic_save_npy(dst / f.name, np.asarray(np.load(f, mmap_mode="r")[rows]))
+        atomic_write_json(dst / "finetune.json", meta)    # the marker, last
+    teachers = [(fold_dir / "teacher", out_dir / "teacher")] if cfg.teacher_mask == "random" \
+        else [(cell / "teacher", out / "teacher") for cell, out in cells.values()]
+    for a, b in teachers:
+        if checkpoint_exists(a / "last"):
+            export_weights(a / "last", b / "last")
+    for cell, out in cells.values():
+        plan, key = first_plan(cell), first_plan_key(cell)
+        if plan is None:
+            continue
+        plan = replace(plan, ids=renumber(plan.ids), support_ids=renumber(plan.support_ids))
+        plan.save(out / "curriculum" / f"plan-{key[1]}.npz")
+        atomic_write_json(out / "curriculum" / "epochs.json", {key[0]: key[1]})
