@@ -74,7 +74,8 @@ def extract(
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="A run folder made by `hardymer train` on a data set "
-                               "made by `hardymer extract`."),
+                               "made by `hardymer extract`, or a folder made from one by "
+                               "`hardymer export`."),
     audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="Audio file (or a video "
                                          "file: its sound track)."),
     text: Optional[str] = typer.Option(None, "--text", "-t", help="The transcript."),
@@ -107,6 +108,7 @@ def predict(
       hardymer predict runs/mine --video clip.mp4 --json          # camera only
       hardymer predict runs/mine --audio call.wav --start 12.5 --end 15.0
       hardymer predict runs/mine --manifest new.csv --output predictions.csv
+      hardymer predict models/mine --text "I can't believe it"    # an export
     """
     from ..inference import PredictError, load
     from ..data.validate import DataError
