@@ -207,6 +207,39 @@ def test_html_report_in_a_real_browser(finished, tmp_path, chrome):
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.browser
+def test_report_html_hardness_explorer_in_a_real_browser(tmp_path, chrome):
+    """A sweep with HARDY-MER: report.html holds its explorer; in headless Chromium every
+    image decodes, choosing a condition filters the explorer's rows, a header click sorts
+    them, and the console has no error."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    spec = tiny_spec(methods=["hardymer"], conditions=["at", "v"], seeds=[0],
+                     set=["train.epochs=[1,1]", "model.hidden=16", "model.depth=1",
+                          "model.teacher_epochs=[1,1]", "model.finetune_epochs=1"])
+    run_sweep(spec, tmp_path / "s", progress=False)
+    page = write_sweep_report(tmp_path / "s", tmp_path / "report", html=True)
+    d = chrome
+    d.get(page["paths"]["report.html"].as_uri())
+    assert d.execute_script("return document.images.length") >= 4     # + the hardness plots
+    assert d.execute_script(
+        "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    heads = [h.text for h in d.find_elements(By.CSS_SELECTOR, "div.hx thead th")]
+    c, h = heads.index("condition"), heads.index("h")
+
+    def rows():
+        return [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
+                for r in d.find_elements(By.CSS_SELECTOR, "div.hx tbody tr.hx-row")]
+    assert {r[c] for r in rows()} == {"at", "v"}
+    Select(d.find_element(By.CSS_SELECTOR, "select.hx-filter")).select_by_value("at")
+    assert {r[c] for r in rows()} == {"at"} and len(rows()) == 40
+    d.find_elements(By.CSS_SELECTOR, "div.hx thead th")[h].click()
+    up = [float(r[h]) for r in rows()]
+    assert up == sorted(up)
+    assert console_errors(d) == []
+    d.save_screenshot(str(tmp_path / "report.png"))
+
+
 def test_grid_clash_and_bad_input(finished, tmp_path):
     out, _, _ = finished
     with pytest.raises(ValueError, match="another data set, protocol or method"):
