@@ -66,3 +66,46 @@ def chrome():
 
 def console_errors(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+class Killed(Exception):
+    """Raised by a test to stop a run mid-way, as a kill would."""
+
+
+def killed_and_resumed(method_cls, run, kill_at: int, monkeypatch):
+    """``run(folder)`` once uninterrupted, once killed at the start of epoch ``kill_at`` (after
+    the method's ``on_epoch_start``) and then re-run into the same folder; returns both
+    results (the ``full`` and the ``resumed``)."""
+    original = method_cls.on_epoch_start
+    full = run("full")
+
+    def dying(self, epoch, stage, data):
+        original(self, epoch, stage, data)
+        if epoch == kill_at:
+            raise Killed
+    monkeypatch.setattr(method_cls, "on_epoch_start", dying)
+    with pytest.raises(Killed):
+        run("cut")
+    monkeypatch.setattr(method_cls, "on_epoch_start", original)
+    return full, run("cut")
+
+
+# HARDY-MER at a tiny budget, one fold prepared once per module (test_hardymer, test_curriculum)
+HARDY_SMALL = ["model.hidden=16", "model.depth=1", "model.teacher_epochs=[1,2]",
+               "model.finetune_epochs=2", "train.epochs=[1,2]", "train.lr=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from hardymer.data.synthetic import generate
+    return generate("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny):
+    from hardymer.protocol import make_folds
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import prepare_fold
+    cfg = load_run_config("hardymer", tiny.family, HARDY_SMALL)
+    fold = make_folds(tiny)[0]
+    return cfg, fold, prepare_fold(cfg, tiny, fold, None, progress=False)

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from hardymer.data.synthetic import generate
 from hardymer.models.hardymer.finetune import FinetuneConfig, finetune_features
 from hardymer.models.hardymer import context as context_mod
 from hardymer.models.hardymer.estimate import combine_hardness, normalise01, whitened_error
@@ -13,23 +12,11 @@ from hardymer.models.hardymer import REFERENCE_CHOICES, HardyConfig
 from hardymer.protocol import make_folds, parse_condition
 from hardymer.retrieval import support_counts
 from hardymer.runs.config import load_run_config
-from hardymer.runs.experiment import prepare_fold, run_experiment
+from hardymer.runs.experiment import run_experiment
 from hardymer.training.loaders import FoldData
 
 SMALL = ["model.hidden=16", "model.depth=1", "model.teacher_epochs=[1,2]",
          "model.finetune_epochs=2", "train.epochs=[1,2]", "train.lr=1e-3"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return generate("tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny):
-    cfg = load_run_config("hardymer", tiny.family, SMALL)
-    fold = make_folds(tiny)[0]
-    return cfg, fold, prepare_fold(cfg, tiny, fold, None, progress=False)
 
 
 def test_finetuning_never_sees_test_labels(tiny):
@@ -222,27 +209,15 @@ def test_random_condition_uses_a_plan_per_mask(tiny, tmp_path):
     assert len(plans) == 3  # one per epoch: the training mask is redrawn every epoch
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("kill_at", [2, 3])  # right after the plan is made; mid stage 2
 def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, monkeypatch, kill_at):
     from hardymer.models.hardymer import HardyMER
+    from conftest import killed_and_resumed
     cfg = load_run_config("hardymer", tiny.family, SMALL + ["train.epochs=[1,3]"])
     conds = [parse_condition("tv", tiny.modalities)]
-    (full,) = run_experiment(cfg, tiny, conds, [0], tmp_path / "full", progress=False)
-    original = HardyMER.on_epoch_start
-
-    def dying(self, epoch, stage, data):
-        original(self, epoch, stage, data)
-        if epoch == kill_at:
-            raise Killed
-    monkeypatch.setattr(HardyMER, "on_epoch_start", dying)
-    with pytest.raises(Killed):
-        run_experiment(cfg, tiny, conds, [0], tmp_path / "cut", progress=False)
-    monkeypatch.setattr(HardyMER, "on_epoch_start", original)
-    (resumed,) = run_experiment(cfg, tiny, conds, [0], tmp_path / "cut", progress=False)
+    (full,), (resumed,) = killed_and_resumed(
+        HardyMER, lambda name: run_experiment(cfg, tiny, conds, [0], tmp_path / name,
+                                              progress=False), kill_at, monkeypatch)
     for key in ("test_WA", "test_UA", "val_WA", "selected_epoch"):
         assert resumed[key] == full[key], key
 

@@ -106,6 +106,16 @@ def plan_table(plan, dataset, fold: int, condition: str) -> pd.DataFrame:
     return df
 
 
+def weight_table(frame: pd.DataFrame, per_epoch: dict[int, dict]) -> pd.DataFrame:
+    """Long form: one row per (training utterance, epoch of the conditioned stage) with the
+    ``help`` its term hands out and the ``loss_weight`` its own loss ends up with."""
+    return pd.concat([pd.DataFrame({"fold": frame.fold, "condition": frame.condition,
+                                    "utterance_id": frame.utterance_id, "epoch": e,
+                                    "h": frame.h, "help": w["help"],
+                                    "loss_weight": w["loss_weight"]})
+                      for e, w in sorted(per_epoch.items())], ignore_index=True)
+
+
 def _discrete(labels: np.ndarray, task: str) -> np.ndarray:
     # Regression: supports "agree" when they round to the same sentiment class (-3..3).
     return labels if task == "classification" else np.round(labels).astype(np.int64)
@@ -118,6 +128,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         row = {"fold": fold, "condition": cond, "n": len(g), "mean_h": g.h.mean(),
                "mean_k_prime": g.k_prime.mean(),
                "support_label_agreement": g.support_agreement.mean()}
+        if "help_first" in g:   # does a harder sample get more help? (nan: all the same)
+            for when in ("first", "last"):
+                row[f"spearman_help_h_{when}"] = _spearman(g[f"help_{when}"], g.h)
+                row[f"spearman_loss_weight_h_{when}"] = _spearman(g[f"loss_weight_{when}"],
+                                                                  g.h)
         if "planted_effective" in g:
             row.update({
                 "spearman_h_planted": _spearman(g.h, g.planted_hardness),
@@ -279,13 +294,22 @@ def inspect_run(run: Path, out: Path, opener: Callable | None = None,
         raise InspectionError(f"{run.path} is a {run.method!r} run; hardness is recorded by "
                               f"{takers} runs only")
     dataset = (opener or open_data)(run.data)
-    frames = []
+    rc = run.config
+    config = cls.Config(**rc.model)
+    frames, weights = [], []
     for k in run.folds:
         for cond in run.conditions:
             c = parse_condition(cond, dataset.modalities)
             plan = cls.hardness_plan(run.cell(k, c))
             if plan is not None:
-                frames.append(plan_table(plan, dataset, k, c.name))
+                frame = plan_table(plan, dataset, k, c.name)
+                per_epoch = cls.plan_weights(config, rc.train, plan)
+                if per_epoch:
+                    weights.append(weight_table(frame, per_epoch))
+                    first, last = per_epoch[min(per_epoch)], per_epoch[max(per_epoch)]
+                    for col in ("help", "loss_weight"):
+                        frame[f"{col}_first"], frame[f"{col}_last"] = first[col], last[col]
+                frames.append(frame)
     if not frames:
         raise InspectionError(f"no curriculum plans under {run.path}: has training reached "
                               "the stage that stores them (re-run the train command), or was it "
@@ -294,6 +318,8 @@ def inspect_run(run: Path, out: Path, opener: Callable | None = None,
     df = pd.concat(frames, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "hardness.csv", index=False)
+    if weights:
+        pd.concat(weights, ignore_index=True).to_csv(out / "weights.csv", index=False)
     summary = summarize(df)
     summary.to_csv(out / "summary.csv", index=False)
     incomplete = [c for c in dict.fromkeys(df.condition) if not _is_full(c, dataset.modalities)]
@@ -306,6 +332,7 @@ def inspect_run(run: Path, out: Path, opener: Callable | None = None,
         text += f"\n{pooled_text}\n"
     (out / "summary.md").write_text(text)
     paths = {"table": out / "hardness.csv", "summary": out / "summary.md",
+             **({"weights": out / "weights.csv"} if weights else {}),
              "distribution_plot": plot_distributions(df, out / "hardness_by_condition.png",
                                                      dataset.class_names)}
     if "planted_effective" in df:

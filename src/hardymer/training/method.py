@@ -36,12 +36,21 @@ class Stage:
     select : bool
         Whether model selection (validation or the papers' test rule) considers this stage's
         epochs. Methods select in their final stage.
+    start : int
+        Epochs of the stages before this one (set by the trainer): the stage's epochs are
+        ``start + 1 .. start + epochs`` in the trainer's 1-based count.
     """
 
     name: str
     epochs: int
     apply_condition: bool = True
     select: bool = True
+    start: int = 0
+
+    def progress(self, epoch: int) -> float:
+        """Where ``epoch`` lies in this stage: 0 at its first epoch, 1 at its last."""
+        return 0.0 if self.epochs <= 1 else \
+            min(max((epoch - self.start - 1) / (self.epochs - 1), 0.0), 1.0)
 
 
 class Method(nn.Module):
@@ -185,6 +194,13 @@ class Method(nn.Module):
         """The per-sample hardness a finished cell stored (an object with ``ids``,
         ``available``, ``h_dir``, ``h_ind``, ``h``, their ``*_raw`` forms, ``k_prime`` and
         ``supports``), or None. Only methods with ``records_hardness`` store one."""
+        return None
+
+    @classmethod
+    def plan_weights(cls, config, train_config, plan) -> dict[int, dict[str, Any]] | None:
+        """Per epoch of the conditioned stage (1-based), what the objective gives each row of a
+        :meth:`hardness_plan`: ``{"help": (Q,), "loss_weight": (Q,)}``; None when the method
+        weighs none (the hardness report shows it so a user can see who gets help)."""
         return None
 
     @classmethod

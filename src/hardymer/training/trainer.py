@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -176,6 +176,7 @@ class Trainer:
         self._ckpt = {"cost": None, "since": 0.0, "written": state["epoch"]}
         epoch, timed = 0, False
         for stage in stages:
+            stage = replace(stage, start=epoch)
             for i in range(stage.epochs):
                 epoch += 1
                 if epoch <= state["epoch"] or state["stopped"] is not None:

@@ -36,7 +36,7 @@ from ..decoder import ModalityDecoders, reconstruction_error
 from ..momke import MoMKE, MoMKEConfig
 from ..registry import register_method
 from .context import prepare_context
-from .plan import first_plan
+from .plan import VARIANTS, first_plan
 from .predict import HardyPredictExtras, export_fold_files
 from .reference import ReferenceDecoder, condition_missing
 from .reference import rec_loss as reference_rec_loss
@@ -70,6 +70,11 @@ ABLATIONS = {
     "no-finetune": Ablation(("model.finetune=false",), "w/o fine-tuning features"),
     # Not an ablation: the reference code's computation, compared with the paper's own row.
     "reference": Ablation(("model.reference_compat=true",), ""),
+    # Curriculum variants: ours, not the paper's (docs/hardymer.md), no published row.
+    "mass": Ablation(("model.curriculum=mass",)),
+    "focus": Ablation(("model.curriculum=focus",)),
+    "pace": Ablation(("model.curriculum=pace",)),
+    "views": Ablation(("model.sup_form=views", "model.view_steps=batch")),
 }
 
 
@@ -92,6 +97,11 @@ class HardyConfig(MoMKEConfig):
                                        # optimizer step per view, gradients accumulated)
     decoder: str = "per-modality"      # "reference": one Linear-ReLU-Linear, 1024 wide
     text_l2: bool = False              # reference: text features L2-normalised at input
+    # curriculum variants (ours, not the paper's; docs/hardymer.md "Curriculum variants")
+    curriculum: str = "paper"          # "mass", "focus", "pace"
+    focus_gamma: float = 1.0           # focus: own loss x (1 + gamma h); not yet chosen on
+                                       # validation data (docs/hardymer.md)
+    pace_eta: float = 0.5              # pace: easy/hard weights 1 +- eta, annealed linearly
     # ablations
     use_h_dir: bool = True
     use_h_ind: bool = True
@@ -159,7 +169,7 @@ _CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit
             "decoder": ("per-modality", "reference"), "teacher_kind": ("ours", "reference"),
             "rec_target": ("true", "masked"), "finetune_net": ("ours", "reference"),
             "finetune_scope": ("fold", "official-split"),
-            "finetune_output": ("finetuned", "concat")}
+            "finetune_output": ("finetuned", "concat"), "curriculum": VARIANTS}
 
 
 def check_config(cfg: HardyConfig) -> None:
@@ -169,6 +179,16 @@ def check_config(cfg: HardyConfig) -> None:
             raise ValueError(f"model.{name}={getattr(cfg, name)!r}; expected one of {allowed}")
     if cfg.k < 1:
         raise ValueError(f"model.k={cfg.k}; expected an integer >= 1")
+    if cfg.curriculum != "paper" and (cfg.sup_form == "views" or cfg.plan_scope == "step"
+                                      or cfg.hardness_scope == "batch"):
+        raise ValueError(f"model.curriculum={cfg.curriculum} weighs queries by their plan's "
+                         "hardness; it cannot be combined with sup_form=views, "
+                         "plan_scope=step or hardness_scope=batch (the reference's forms)")
+    if not 0.0 <= cfg.pace_eta < 1.0:
+        raise ValueError(f"model.pace_eta={cfg.pace_eta}; expected 0 <= eta < 1 (weights "
+                         "1 +- eta stay positive)")
+    if cfg.focus_gamma < 0:
+        raise ValueError(f"model.focus_gamma={cfg.focus_gamma}; expected >= 0")
 
 
 @register_method("hardymer")
@@ -242,6 +262,22 @@ class HardyMER(MoMKE):
         return first_plan(cell)
 
     @classmethod
+    def plan_weights(cls, config, train_config, plan):
+        """Each epoch's ``help`` (all the weight a query's term hands out) and ``loss_weight``
+        (what each sample's own loss ends up with) under the curriculum variant; under a
+        random condition from the first epoch's plan (later epochs draw other masks)."""
+        if not config.retrieval or plan is None or config.sup_form == "views":
+            return None     # views: k + 1 views per query, not a reweighting of samples
+        stage = Stage("mixing", int(list(train_config.epochs)[-1]))
+        out = {}
+        for e in range(1, stage.epochs + 1):
+            cw = plan.curriculum(config.curriculum, stage.progress(e), config.focus_gamma,
+                                 config.pace_eta)
+            out[e] = {"help": cw.help(plan, config.lambda_sup),
+                      "loss_weight": cw.loss_weight(plan, config.lambda_sup)}
+        return out
+
+    @classmethod
     def predict_extras(cls, config, *, fold_dir, dataset, inputs, reference, train_ids,
                        device) -> HardyPredictExtras:
         """Fine-tuned features of new utterances, their own h_ind, the neighbours' h."""
@@ -271,7 +307,18 @@ class HardyMER(MoMKE):
         self._plan = self.ctx.plan(self._mask, epoch, self.workdir)
         n = self.ctx.dataset.n_utterances
         self._rows = self._plan.row_of(n)                     # (n,) plan row of each id
-        self._weights = torch.from_numpy(self._plan.weights(n)).float()
+        cfg = self.cfg
+        cw = self._plan.curriculum(cfg.curriculum, stage.progress(epoch), cfg.focus_gamma,
+                                   cfg.pace_eta)
+        self._pair = cw.pair                                  # (Q,) per support of x
+        own = np.zeros(n)
+        own[self._plan.ids] = cw.own
+        self._own = torch.from_numpy(own).float()             # (n,) weight of x's own loss
+        sup = self._plan.supports   # w_j = sum_{x: j in S(x)} pair_x (paper: 1/k'_x, spec §6)
+        mask = sup.mask
+        w = np.bincount(sup.ids[mask], weights=np.broadcast_to(cw.pair[:, None],
+                                                               mask.shape)[mask], minlength=n)
+        self._weights = torch.from_numpy(w).float()
 
     # --- forward ------------------------------------------------------------------------------
     def inputs(self, batch: Batch) -> Batch:
@@ -334,7 +381,10 @@ class HardyMER(MoMKE):
         n = valid.sum().clamp(min=1)
         per = per_utterance_loss(logits.flatten(0, 1), batch.labels.flatten(), self.task)
         per = per.view_as(valid) * valid
-        cls = per.sum() / n
+        cls = per.sum() / n                  # the plain task loss, reported as "task"
+        own = per
+        if self._plan is not None and cfg.curriculum != "paper":
+            own = per * self._own.to(per.device)[batch.index.clamp(min=0)]
         missing = (batch.present & ~batch.available & valid[..., None]).float()
         rec = reconstruction_error(recon, batch.x, missing, cfg.rec_norm).sum() / n
         sup = torch.zeros((), device=logits.device)
@@ -345,7 +395,7 @@ class HardyMER(MoMKE):
                 sup = (per * w).sum() / n
             else:
                 sup = self._explicit_support_loss(batch) / n
-        loss = cls + cfg.lambda_sup * sup + cfg.lambda_rec * rec
+        loss = own.sum() / n + cfg.lambda_sup * sup + cfg.lambda_rec * rec
         return loss, {"task": float(cls.detach()), "sup": float(sup.detach()),
                       "rec": float(rec.detach())}
 
@@ -391,7 +441,9 @@ class HardyMER(MoMKE):
         keep = np.arange(cand.shape[1])[None, :] < kp[:, None]
         qi, _ = np.nonzero(keep)
         sup = cand[keep]                                                   # (P,) pairs
-        weight = 1.0 / kp[qi]
+        # 1/k'_x (paper), or the curriculum variant's weight of each of x's supports
+        weight = self._pair[self._rows[qids[qi]]] if self.cfg.curriculum != "paper" \
+            else 1.0 / kp[qi]
         code = q_code[qi]
         labels = ds.labels[sup] if self.cfg.support_labels == "own" else ds.labels[qids[qi]]
         seq = self.ctx.seq_of[sup]

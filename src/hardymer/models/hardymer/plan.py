@@ -62,6 +62,12 @@ class CurriculumPlan:
         """``w_j = sum_{x : j in S(x)} 1/k'_x`` over all n_total utterances (spec §6)."""
         return support_weights(self.supports, n_total)
 
+    def curriculum(self, variant: str = "paper", progress: float = 0.0, gamma: float = 1.0,
+                   eta: float = 0.5) -> "CurriculumWeights":
+        """The weights one epoch of the conditioned stage gives each query and its supports
+        (:class:`CurriculumWeights`; ``progress`` in [0, 1] through the stage, for ``pace``)."""
+        return curriculum_weights(self, variant, progress, gamma, eta)
+
     def row_of(self, n_total: int) -> np.ndarray:
         """(n_total,) int64: plan row of each global id, -1 for non-training utterances."""
         rows = np.full(n_total, -1, dtype=np.int64)
@@ -76,6 +82,67 @@ class CurriculumPlan:
     def load(cls, path: Path) -> "CurriculumPlan":
         with np.load(path) as z:
             return cls(**{f.name: z[f.name] for f in fields(cls)})
+
+
+VARIANTS = ("paper", "mass", "focus", "pace")
+
+
+@dataclass
+class CurriculumWeights:
+    """What one epoch's objective gives each query x of a plan (Q rows, plan order)::
+
+        L = sum_x own_x l(x) + lambda_sup sum_x pair_x sum_{j in S(x)} l(j)      (/ n)
+
+    own : (Q,) weight of x's own loss: ``p_x (1 + gamma h_x)`` (focus) else ``p_x``
+    pair : (Q,) weight of each of x's supports: ``p_x / k'_x`` (``p_x`` for mass)
+    pace : (Q,) the pacing factor ``p_x`` (1 unless pace)
+    """
+
+    own: np.ndarray
+    pair: np.ndarray
+    pace: np.ndarray
+
+    def help(self, plan: "CurriculumPlan", lambda_sup: float) -> np.ndarray:
+        """(Q,) all the weight x's term hands out: ``own_x + lambda_sup k'_x pair_x`` — the
+        paper's form gives every query ``1 + lambda_sup`` whatever its hardness."""
+        return self.own + lambda_sup * plan.k_prime * self.pair
+
+    def loss_weight(self, plan: "CurriculumPlan", lambda_sup: float) -> np.ndarray:
+        """(Q,) the weight each training sample's own loss ends up with (own part plus every
+        time it is someone's support): what the optimizer sees for that sample."""
+        sup = plan.supports
+        mask = sup.mask
+        rows = plan.row_of(int(max(plan.ids.max(initial=-1), sup.ids.max(initial=-1))) + 1)
+        if (rows[sup.ids[mask]] < 0).any():
+            raise ValueError("a support is not a row of its plan")
+        per = np.broadcast_to(self.pair[:, None], mask.shape)[mask]
+        got = np.bincount(rows[sup.ids[mask]], weights=per, minlength=len(plan.ids))
+        return self.own + lambda_sup * got
+
+
+def curriculum_weights(plan: "CurriculumPlan", variant: str, progress: float, gamma: float,
+                       eta: float) -> CurriculumWeights:
+    """The variants of docs/hardymer.md ("Curriculum variants"):
+
+    * ``paper``: own 1, each support ``1/k'`` (one unit per query, whatever its hardness);
+    * ``mass``: each support weighs 1: a hard query's neighbourhood gets up to k times an easy
+      one's;
+    * ``focus``: the query's own loss scaled by ``1 + gamma h``;
+    * ``pace``: the whole term of x scaled by ``p_x = 1 + eta (2 progress - 1)(2 h_x - 1)``:
+      easy samples weigh ``1 + eta`` and hard ones ``1 - eta`` at the stage's first epoch,
+      linearly the reverse by its last (easy-to-hard ordering, Bengio et al., ICML 2009,
+      with a linear pacing function, Hacohen & Weinshall, ICML 2019; as soft weights).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"model.curriculum={variant!r}; expected one of {VARIANTS}")
+    h = np.asarray(plan.h, np.float64)
+    kp = plan.k_prime.astype(np.float64)
+    pace = 1.0 + eta * (2.0 * progress - 1.0) * (2.0 * h - 1.0) if variant == "pace" \
+        else np.ones_like(h)
+    own = pace * (1.0 + gamma * h) if variant == "focus" else pace.copy()
+    inv = np.divide(1.0, kp, out=np.zeros_like(kp), where=kp > 0)
+    pair = pace * (np.where(kp > 0, 1.0, 0.0) if variant == "mass" else inv)
+    return CurriculumWeights(own=own, pair=pair, pace=pace)
 
 
 def mask_digest(mask: np.ndarray) -> str:
