@@ -170,3 +170,44 @@ def _value(text):
         return float(v)
     except ValueError:
         return v
+
+
+def test_complete_targets_by_hand_and_in_the_loss(tiny, prepared):
+    """complete: x's extra target is the mean of its supports' true features, weighted
+    k'/k; the stage's reconstruction term is the paper's plus exactly that."""
+    from hardymer.models.decoder import reconstruction_error
+    from hardymer.models.hardymer.plan import neighbour_targets
+    plan = toy_plan()
+    feats = {"a": np.arange(14, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)}
+    t, w = neighbour_targets(plan, feats, 14, k=3)
+    # S(10) = {}, S(11) = {12}, S(12) = {10, 13}, S(13) = {10, 11, 12}
+    assert t["a"][10:14, 0] == pytest.approx([0.0, 12.0, 11.5, 11.0])
+    assert w[10:14] == pytest.approx([0, 1 / 3, 2 / 3, 1]) and not w[:10].any()
+
+    cfg, fold, ctx = prepared
+    data = FoldData(ctx.dataset, fold, parse_condition("t", tiny.modalities), seed=0)
+    stage = Stage("mixing", 2, start=1)
+    rec = {}
+    for curriculum in ("paper", "complete"):
+        torch.manual_seed(0)
+        m = create_method("hardymer", ctx.dataset.dims, ctx.dataset.n_classes, tiny.task,
+                          **{**cfg.model, "curriculum": curriculum})
+        m.attach(ctx, data, None)
+        m.on_epoch_start(2, stage, data)
+        m.eval()
+        batch = next(iter(data.train_loader(2, True, batch_size=len(fold.train))))
+        with torch.no_grad():
+            _, parts = m.stage_loss(batch, stage)
+            _, recon = m.forward_all(m.inputs(batch))
+        rec[curriculum] = parts["rec"]
+    n = batch.utt_mask.sum()
+    missing = (batch.present & ~batch.available & batch.utt_mask[..., None]).float()
+    targets, weight = neighbour_targets(m._plan, {k: ctx.dataset.features[k]
+                                                   for k in tiny.modalities},
+                                        ctx.dataset.n_utterances, cfg.model["k"])
+    idx = batch.index.clamp(min=0)
+    extra = (reconstruction_error(recon, {k: torch.from_numpy(v)[idx] for k, v in
+                                          targets.items()}, missing)
+             * torch.from_numpy(weight).float()[idx] * batch.utt_mask).sum() / n
+    assert float(extra) > 0
+    assert rec["complete"] == pytest.approx(rec["paper"] + float(extra), rel=1e-5)

@@ -84,7 +84,8 @@ def test_tiny_layout(tiny):
     assert (u["sequence_id"].str[4].astype(int) == u["session"]).all()
     assert ds.meta["family"] == "iemocap" and ds.meta["generator"] == "hardymer.synthetic"
     assert ds.meta["preset"] == "tiny" and ds.meta["seed"] == 0
-    assert ds.meta["config"] == dataclasses.asdict(PRESETS["tiny"])
+    # the record rebuilds the preset (fields added later are recorded only when not at default)
+    assert SyntheticConfig(**ds.meta["config"]) == PRESETS["tiny"]
 
 
 def test_iemocap4_sizes(iemocap4):
@@ -301,3 +302,25 @@ def test_config_object_and_errors():
         generate("tiny", dims=(4, 4))
     with pytest.raises(ValueError, match="priors"):
         generate("tiny", class_names=("x", "y", "z"))
+
+
+def test_label_noise_only_on_planted_hard_utterances():
+    """hard_label_noise: an exact share of the planted-hard utterances is recorded with
+    another class; features and every other array stay as without it."""
+    clean = generate("tiny", seed=0)
+    noisy = generate("tiny", seed=0, hard_label_noise=0.5)
+    u = noisy.utterances
+    hard = u.planted_kind.to_numpy() != "clean"
+    flipped = noisy.labels != clean.labels
+    assert flipped.sum() == round(0.5 * hard.sum()) and not flipped[~hard].any()
+    assert np.array_equal(flipped, u.planted_label_noise.to_numpy())
+    assert np.array_equal(u.planted_true_label.to_numpy(), clean.labels)
+    for m in clean.modalities:
+        assert np.array_equal(noisy.features[m], clean.features[m])
+    # A field added later is recorded only when used: earlier data sets keep their fingerprint.
+    assert "hard_label_noise" not in clean.meta["config"]
+    assert noisy.meta["config"]["hard_label_noise"] == 0.5
+    assert "iemocap4-noisy" in list_presets()
+    assert PRESETS["iemocap4-noisy"].hard_label_noise == 0.3
+    with pytest.raises(ValueError, match="classification"):
+        generate("mosi", seed=0, hard_label_noise=0.3, n_sequences=4)

@@ -25,6 +25,11 @@ it is hard. The model, top to bottom:
 6. **Planted indirect hardness** (a disjoint ``indirect_fraction``): one modality expresses
    another emotion (a random other class; the opposite sign for regression), its emotion latent
    being ``(1 - s) * true + s * false``: cross-modal disagreement.
+7. **Label noise on hard samples** (``hard_label_noise``, 0 by default): that share of the
+   planted-hard utterances (direct or indirect) is *recorded* with a random other class (the
+   features keep the true emotion), as annotators disagree most where an utterance is hard;
+   ``planted_true_label`` and ``planted_label_noise`` record it. The ``iemocap4-noisy`` preset
+   (0.3) is the case curriculum learning is meant for. Classification only.
 
 Everything is drawn from ``numpy.random.Generator`` streams spawned from one seed, the random
 maps included, so one seed gives byte-identical arrays.
@@ -139,6 +144,8 @@ class SyntheticConfig:
         ``1 - direct_attenuation * s``.
     direct_independent_scale : float
         Scale of the key modality's independent latent (times ``s``).
+    hard_label_noise : float
+        Share of the planted-hard utterances recorded with a random other class (step 7).
     """
 
     task: str = "classification"
@@ -176,6 +183,21 @@ class SyntheticConfig:
     strength_range: tuple[float, float] = (0.5, 1.0)
     direct_attenuation: float = 0.8
     direct_independent_scale: float = 1.5
+    hard_label_noise: float = 0.0
+
+
+# Fields added after data sets were made with this generator: recorded only when not at
+# their default, so that every earlier data set (and the runs trained on it) keeps its
+# fingerprint.
+_LATER_FIELDS = {"hard_label_noise": 0.0}
+
+
+def _recorded(cfg: SyntheticConfig) -> dict:
+    d = asdict(cfg)
+    for k, default in _LATER_FIELDS.items():
+        if d[k] == default:
+            del d[k]
+    return d
 
 
 def _preset(**changes) -> SyntheticConfig:
@@ -195,6 +217,13 @@ PRESETS: dict[str, SyntheticConfig] = {
     # IEMOCAP four-class: 151 dialogues, 5,531 utterances, longest 110, five sessions.
     "iemocap4": _preset(n_sequences=151, length_range=(10, 110), mean_length=5531 / 151,
                         dims=_IEMOCAP_DIMS),
+    # iemocap4 with 30 % of the planted-hard utterances recorded with a wrong class. Real
+    # failure mode: IEMOCAP's labels are majority votes of 3+ annotators and disagreement is
+    # concentrated on ambiguous (hard) utterances; curriculum learning exists for this case
+    # (issue #15). Reported beside the default preset, never instead of it.
+    "iemocap4-noisy": _preset(n_sequences=151, length_range=(10, 110),
+                              mean_length=5531 / 151, dims=_IEMOCAP_DIMS,
+                              hard_label_noise=0.3),
     # IEMOCAP six-class: the same dialogues with more utterances kept (7,433).
     "iemocap6": _preset(
         n_sequences=151, length_range=(10, 110), mean_length=7433 / 151, dims=_IEMOCAP_DIMS,
@@ -331,9 +360,11 @@ class _Generator:
         self.seed = int(seed)
         # Separate streams per step: changing e.g. the planted fraction leaves labels and maps
         # unchanged, so a clean control and its planted twin share structure and labels.
-        streams = np.random.SeedSequence([self.seed, 0x5E7]).spawn(6)
+        # (Spawned children depend only on their index: a new stream leaves the others as
+        # they were, so every earlier data set stays byte-identical.)
+        streams = np.random.SeedSequence([self.seed, 0x5E7]).spawn(7)
         (self.rng_struct, self.rng_label, self.rng_map, self.rng_latent, self.rng_plant,
-         self.rng_noise) = (np.random.default_rng(s) for s in streams)
+         self.rng_noise, self.rng_annot) = (np.random.default_rng(s) for s in streams)
 
     def run(self, name: str) -> MERDataset:
         cfg = self.cfg
@@ -347,13 +378,33 @@ class _Generator:
         features = self._features(labels, speaker_ids, plant)
         for col, values in plant["columns"].items():
             table[col] = values
+        if cfg.hard_label_noise:
+            labels = self._noisy_labels(labels, table)
         return MERDataset(
             name=f"synth-{name}", task=cfg.task, modalities=cfg.modalities, features=features,
             available=np.ones((len(table), len(cfg.modalities)), dtype=bool), labels=labels,
             utterances=table,
             class_names=tuple(cfg.class_names) if cfg.task == "classification" else None,
             meta={"family": cfg.family, "generator": "hardymer.synthetic", "preset": name,
-                  "seed": self.seed, "config": asdict(cfg)})
+                  "seed": self.seed, "config": _recorded(cfg)})
+
+    def _noisy_labels(self, labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+        """Recorded labels: ``hard_label_noise`` of the planted-hard utterances (exact count)
+        get a random other class; the true ones stay in ``planted_true_label``."""
+        cfg, rng = self.cfg, self.rng_annot
+        if cfg.task != "classification":
+            raise ValueError("hard_label_noise: classification data sets only")
+        if not 0.0 <= cfg.hard_label_noise <= 1.0:
+            raise ValueError(f"hard_label_noise={cfg.hard_label_noise}; expected 0..1")
+        hard = np.flatnonzero(table["planted_kind"].to_numpy() != "clean")
+        flip = rng.choice(hard, size=int(round(cfg.hard_label_noise * len(hard))),
+                          replace=False)
+        k = len(cfg.class_names)
+        noisy = labels.copy()
+        noisy[flip] = (labels[flip] + rng.integers(1, k, len(flip))) % k
+        table["planted_true_label"] = labels
+        table["planted_label_noise"] = np.isin(np.arange(len(labels)), flip)
+        return noisy
 
     # --- structure -------------------------------------------------------------------------
     def _lengths(self) -> np.ndarray:

@@ -84,7 +84,7 @@ class CurriculumPlan:
             return cls(**{f.name: z[f.name] for f in fields(cls)})
 
 
-VARIANTS = ("paper", "mass", "focus", "pace")
+VARIANTS = ("paper", "mass", "focus", "pace", "complete")
 
 
 @dataclass
@@ -131,7 +131,9 @@ def curriculum_weights(plan: "CurriculumPlan", variant: str, progress: float, ga
     * ``pace``: the whole term of x scaled by ``p_x = 1 + eta (2 progress - 1)(2 h_x - 1)``:
       easy samples weigh ``1 + eta`` and hard ones ``1 - eta`` at the stage's first epoch,
       linearly the reverse by its last (easy-to-hard ordering, Bengio et al., ICML 2009,
-      with a linear pacing function, Hacohen & Weinshall, ICML 2019; as soft weights).
+      with a linear pacing function, Hacohen & Weinshall, ICML 2019; as soft weights);
+    * ``complete``: the paper's weights; its help is a target, not a weight
+      (:func:`neighbour_targets`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"model.curriculum={variant!r}; expected one of {VARIANTS}")
@@ -143,6 +145,27 @@ def curriculum_weights(plan: "CurriculumPlan", variant: str, progress: float, ga
     inv = np.divide(1.0, kp, out=np.zeros_like(kp), where=kp > 0)
     pair = pace * (np.where(kp > 0, 1.0, 0.0) if variant == "mass" else inv)
     return CurriculumWeights(own=own, pair=pair, pace=pace)
+
+
+def neighbour_targets(plan: "CurriculumPlan", features: dict, n_total: int, k: int
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The ``complete`` variant's extra reconstruction target: per training query x the mean
+    of its supports' true features ``{m: (n_total, d_m)}`` (supports are complete samples, so
+    every modality x misses is there), and its weight ``k'_x / k`` (n_total,): the more
+    neighbours a hard query has, the more their consensus counts; 0 without supports."""
+    sup = plan.supports
+    mask = sup.mask.astype(np.float64)
+    ids = np.maximum(sup.ids, 0)
+    count = np.maximum(mask.sum(1, keepdims=True), 1.0)
+    out = {}
+    for m, f in features.items():
+        x = np.asarray(f[ids.reshape(-1)], np.float64).reshape(*ids.shape, -1)   # (Q, k, d)
+        t = np.zeros((n_total, x.shape[-1]), np.float32)
+        t[plan.ids] = ((x * mask[..., None]).sum(1) / count).astype(np.float32)
+        out[m] = t
+    weight = np.zeros(n_total)
+    weight[plan.ids] = plan.k_prime / float(k)
+    return out, weight
 
 
 def mask_digest(mask: np.ndarray) -> str:
