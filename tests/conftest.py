@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -41,9 +42,9 @@ def toy():
     return make_toy()
 
 
-BROWSER = next((b for b in map(__import__("shutil").which,
-                               ("chromium", "chromium-browser", "google-chrome")) if b), None)
-DRIVER = __import__("shutil").which("chromedriver")
+BROWSER = next((b for b in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
+                if b), None)
+DRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture

@@ -338,7 +338,8 @@ def _combined_distance(feats, query_features, present, qi, rows, valid):
     return s
 
 
-def support_weights(lists: SupportLists, n_total: int) -> np.ndarray:
+def support_weights(lists: SupportLists, n_total: int,
+                    per_query: np.ndarray | None = None) -> np.ndarray:
     """Per-sample weights of the reweighting form of ``L_sup`` (spec §6).
 
     ``w_j = sum over queries x with j in S(x) of 1 / k'_x``: under a fixed condition,
@@ -349,6 +350,8 @@ def support_weights(lists: SupportLists, n_total: int) -> np.ndarray:
     lists : SupportLists
     n_total : int
         Length of the weight vector; support ids index it.
+    per_query : ndarray of float, shape (Q,), optional
+        The weight each of query x's supports gets instead of ``1 / k'_x``.
 
     Returns
     -------
@@ -358,7 +361,8 @@ def support_weights(lists: SupportLists, n_total: int) -> np.ndarray:
     ids = lists.ids[mask]
     if ids.size and ids.max() >= n_total:
         raise ValueError(f"Support id {int(ids.max())} does not fit n_total={n_total}.")
-    inv = np.zeros(len(lists))
-    np.divide(1.0, lists.k_prime, out=inv, where=lists.k_prime > 0)
-    per_entry = np.broadcast_to(inv[:, None], mask.shape)[mask]
+    if per_query is None:
+        per_query = np.zeros(len(lists))
+        np.divide(1.0, lists.k_prime, out=per_query, where=lists.k_prime > 0)
+    per_entry = np.broadcast_to(np.asarray(per_query, np.float64)[:, None], mask.shape)[mask]
     return np.bincount(ids, weights=per_entry, minlength=n_total).astype(np.float64)

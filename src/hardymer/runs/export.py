@@ -33,7 +33,7 @@ import numpy as np
 from ..data import open_data
 from ..data.dataset import MERDataset
 from ..data.generic import write_generic
-from ..data.standardize import FoldScaler, fold_inputs, standardize_wanted
+from ..data.standardize import FoldScaler, standardize_wanted
 from ..fileio import atomic_write_json, atomic_write_text
 from ..models import get_method_class
 from ..protocol.conditions import parse_condition
@@ -145,9 +145,8 @@ def export_run(run: str | Path, fold: int, out: str | Path, opener=None,
                                  "rows": "the fold's training utterances"}
     write_generic(sub, out / "data")
     data = open_data(str(out / "data"))
-    if standardize_wanted(cfg.train.standardize, dataset):
-        _, scaler = fold_inputs(cfg.train.standardize, dataset, the_fold.train)
-        scaler.save(out / SCALER_FILE)
+    if standardize_wanted(cfg.train.standardize, dataset):   # as fold_inputs fits it
+        FoldScaler.fit(dataset, dataset.rows_of(the_fold.train)).save(out / SCALER_FILE)
 
     exp = Run(out)
     exp.prepare(cfg, "data", data, [parse_condition(c, dataset.modalities) for c in done],

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ...data.dataset import Batch, MERDataset, collate
 from ...training.method import Ablation, Stage, per_utterance_loss, task_loss
+from ...retrieval import support_weights
 from ..decoder import ModalityDecoders, reconstruction_error
 from ..momke import MoMKE, MoMKEConfig
 from ..registry import register_method
@@ -315,11 +316,9 @@ class HardyMER(MoMKE):
         own = np.zeros(n)
         own[self._plan.ids] = cw.own
         self._own = torch.from_numpy(own).float()             # (n,) weight of x's own loss
-        sup = self._plan.supports   # w_j = sum_{x: j in S(x)} pair_x (paper: 1/k'_x, spec §6)
-        mask = sup.mask
-        w = np.bincount(sup.ids[mask], weights=np.broadcast_to(cw.pair[:, None],
-                                                               mask.shape)[mask], minlength=n)
-        self._weights = torch.from_numpy(w).float()
+        # w_j = sum_{x: j in S(x)} pair_x (paper: 1/k'_x, spec §6)
+        self._weights = torch.from_numpy(support_weights(self._plan.supports, n,
+                                                         cw.pair)).float()
         if cfg.curriculum == "complete":
             feats = {m: self.ctx.dataset.features[m] for m in self.modalities}
             t, cw_ = neighbour_targets(self._plan, feats, n, cfg.k)
@@ -388,7 +387,7 @@ class HardyMER(MoMKE):
         per = per_utterance_loss(logits.flatten(0, 1), batch.labels.flatten(), self.task)
         per = per.view_as(valid) * valid
         cls = per.sum() / n                  # the plain task loss, reported as "task"
-        own = per
+        own = per                            # the paper's weight is 1: left out, bit for bit
         if self._plan is not None and cfg.curriculum != "paper":
             own = per * self._own.to(per.device)[batch.index.clamp(min=0)]
         missing = (batch.present & ~batch.available & valid[..., None]).float()

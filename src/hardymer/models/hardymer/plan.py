@@ -111,13 +111,10 @@ class CurriculumWeights:
         """(Q,) the weight each training sample's own loss ends up with (own part plus every
         time it is someone's support): what the optimizer sees for that sample."""
         sup = plan.supports
-        mask = sup.mask
-        rows = plan.row_of(int(max(plan.ids.max(initial=-1), sup.ids.max(initial=-1))) + 1)
-        if (rows[sup.ids[mask]] < 0).any():
+        if not np.isin(sup.ids[sup.mask], plan.ids).all():
             raise ValueError("a support is not a row of its plan")
-        per = np.broadcast_to(self.pair[:, None], mask.shape)[mask]
-        got = np.bincount(rows[sup.ids[mask]], weights=per, minlength=len(plan.ids))
-        return self.own + lambda_sup * got
+        n = int(max(plan.ids.max(initial=-1), sup.ids.max(initial=-1))) + 1
+        return self.own + lambda_sup * support_weights(sup, n, self.pair)[plan.ids]
 
 
 def curriculum_weights(plan: "CurriculumPlan", variant: str, progress: float, gamma: float,

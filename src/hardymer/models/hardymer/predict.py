@@ -24,7 +24,7 @@ from ...training.method import PredictExtras
 from .context import teacher_config
 from .estimate import batch_hardness_terms, reference_embeddings
 from .finetune import load_finetuner, transform
-from .plan import first_plan, first_plan_key
+from .plan import CurriculumPlan, first_plan, first_plan_key
 from .teacher import Teacher
 
 
@@ -144,9 +144,10 @@ def export_fold_files(cfg, fold_dir: Path, out_dir: Path, cells: dict[str, tuple
         if checkpoint_exists(a / "last"):
             export_weights(a / "last", b / "last")
     for cell, out in cells.values():
-        plan, key = first_plan(cell), first_plan_key(cell)
-        if plan is None:
+        key = first_plan_key(cell)
+        if key is None:
             continue
+        plan = CurriculumPlan.load(cell / "curriculum" / f"plan-{key[1]}.npz")
         plan = replace(plan, ids=renumber(plan.ids), support_ids=renumber(plan.support_ids))
         plan.save(out / "curriculum" / f"plan-{key[1]}.npz")
         atomic_write_json(out / "curriculum" / "epochs.json", {key[0]: key[1]})
