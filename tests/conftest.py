@@ -9,7 +9,8 @@ import torch
 
 from hardymer.data.dataset import MERDataset
 
-torch.set_num_threads(2)
+# HARDYMER_TEST_THREADS=1 for a test run beside another torch job (OpenMP spin-waits).
+torch.set_num_threads(int(os.environ.get("HARDYMER_TEST_THREADS", "2")))
 # Data digests are cached per user (data/fingerprint.py): tests (and the CLI processes they
 # start, which inherit this) use a folder of their own, not ~/.cache.
 os.environ.setdefault("HARDYMER_CACHE", tempfile.mkdtemp(prefix="hardymer-cache-"))

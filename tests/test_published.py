@@ -15,6 +15,7 @@ HM_CMP = "HARDY-MER (ACM MM 2025) comparison table"
 HM_ABL = "HARDY-MER (ACM MM 2025) ablation table"
 MK_CMP = "MoMKE (ACM MM 2024) comparison table"
 MK_ABL = "MoMKE (ACM MM 2024) ablation table"
+PRIMD = "PriMD (arXiv 2608.30563) comparison table"   # from the paper, not the seeds
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,10 @@ def test_loads_and_every_row_is_known(df):
     assert set(df["condition"]) <= set(CONDITIONS)
     for ds, g in df.groupby("dataset"):
         assert set(g["metric"]) <= set(METRICS[ds])
-    assert set(df["source"]) == {HM_CMP, HM_ABL, MK_CMP, MK_ABL}
-    assert df["seed"].str.startswith("002_a692a746aed8bfc4.txt lines ").all()
+    assert set(df["source"]) == {HM_CMP, HM_ABL, MK_CMP, MK_ABL, PRIMD}
+    seeds = df["source"] != PRIMD
+    assert df.loc[seeds, "seed"].str.startswith("002_a692a746aed8bfc4.txt lines ").all()
+    assert df.loc[~seeds, "seed"].str.startswith("not in the seeds: PriMD paper").all()
 
 
 def test_values_are_fractions_or_noted_missing(df):
@@ -49,7 +52,7 @@ def test_values_are_fractions_or_noted_missing(df):
     assert missing["note"].str.startswith("missing cell").all()
     # MoMKE prints percent (converted, and said so), HARDY-MER fractions (as printed).
     converted = df["scale_note"].str.startswith("converted from percent")
-    assert (converted == (df["source"].str.startswith("MoMKE") & present)).all()
+    assert (converted == (df["source"].str.startswith(("MoMKE", "PriMD")) & present)).all()
 
 
 def test_no_duplicate_keys(df):
@@ -73,6 +76,11 @@ SECOND_READING = [
     (MK_CMP, "mosei", "momke", "atv", "F1", 0.8703),       # line 405
     (MK_ABL, "mosi", "momke w/o router", "a", "F1", 0.5856),                     # line 428
     (MK_ABL, "iemocap4", "momke w/o experts mixing training", "tv", "WA", 0.7699),  # line 422
+    # PriMD's Table 1 as ../shared/spec/baselines-more.md section 6 prints it.
+    (PRIMD, "iemocap4", "primd", "v", "WA", 0.6477),
+    (PRIMD, "iemocap4", "primd", "avg", "UA", 0.7728),
+    (PRIMD, "iemocap6", "primd", "avg", "WA", 0.5813),
+    (PRIMD, "mosei", "primd", "at", "F1", 0.8769),
 ]
 
 

@@ -45,17 +45,19 @@ Deviations from the reference, all deliberate:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
+from .graph import (GraphConv, RelationalGraphConv, dialogue_graphs, masked_reconstruction_loss,
+                    packed_rnn)
 from .registry import register_method
+
+packed_lstm = packed_rnn  # TEMP alias while mctn.py is written; remove at integration
 
 
 @dataclass
@@ -69,47 +71,6 @@ class GCNetConfig:
     n_speakers: int = 2        # IEMOCAP 2, CMU 1 (train_gcnet.py); + 1 slot for unknown
     dropout: float = 0.5       # between the layers of both BiLSTMs (the reference's only dropout)
     recon_weight: float = 1.0  # lambda: the reference adds the two losses (--loss-recon)
-
-
-class RelationalGraphConv(nn.Module):
-    """``x'_i = W_root x_i + b + sum_r mean_{j in N_r(i)} W_r x_j`` (Schlichtkrull et al.)."""
-
-    def __init__(self, d_in: int, d_out: int, n_relations: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_relations, d_in, d_out))
-        self.root = nn.Parameter(torch.empty(d_in, d_out))
-        self.bias = nn.Parameter(torch.zeros(d_out))
-        bound = math.sqrt(6.0 / (d_in + d_out))  # glorot, as PyG initialises RGCNConv
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.root, -bound, bound)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """x (B, S, D_in), adj (B, R, S, S) with adj[b, r, i, j] = 1 for an edge j -> i of
-        relation r  ->  (B, S, D_out)."""
-        mean = adj / adj.sum(-1, keepdim=True).clamp(min=1)
-        msg = mean @ x.unsqueeze(1)                                        # (B, R, S, D_in)
-        return torch.einsum("brsd,rde->bse", msg, self.weight) + x @ self.root + self.bias
-
-
-class GraphConv(nn.Module):
-    """``x'_i = W_1 x_i + W_2 sum_{j in N(i)} x_j + b`` (Morris et al.; PyG ``GraphConv``)."""
-
-    def __init__(self, d_in: int, d_out: int):
-        super().__init__()
-        self.rel = nn.Linear(d_in, d_out)
-        self.root = nn.Linear(d_in, d_out, bias=False)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """x (B, S, D_in), adj (B, S, S) 0/1 over every relation -> (B, S, D_out)."""
-        return self.rel(adj @ x) + self.root(x)
-
-
-def packed_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Run a batch-first LSTM on (B, S, D) sequences of these lengths; zeros at padding."""
-    packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
-                                  enforce_sorted=False)
-    out, _ = lstm(packed)
-    return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
 
 
 class GraphBranch(nn.Module):
@@ -127,7 +88,7 @@ class GraphBranch(nn.Module):
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         g = self.conv2(self.conv1(h, adj), adj.amax(1))
-        return F.relu(self.out(packed_lstm(self.lstm, torch.cat([h, g], -1), lengths)))
+        return F.relu(self.out(packed_rnn(self.lstm, torch.cat([h, g], -1), lengths)))
 
 
 @register_method("gcnet")
@@ -153,29 +114,10 @@ class GCNet(Method):
         self.reconstructor = nn.Linear(d_h, d_in)
 
     def graphs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency, [b, r, i, j] = edge j -> i.
-
-        Edges join real utterances of one dialogue within the window (self loops included).
-        """
-        cfg, mask = self.config, batch.utt_mask
-        pos = torch.arange(mask.size(1), device=mask.device)
-        offset = pos[None, :] - pos[:, None]                   # (S, S): j - i
-        window = torch.ones_like(offset, dtype=torch.bool)
-        if cfg.window_past >= 0:
-            window &= offset >= -cfg.window_past
-        if cfg.window_future >= 0:
-            window &= offset <= cfg.window_future
-        edges = (window[None] & mask[:, :, None] & mask[:, None, :]).float()  # (B, S, S)
-
-        when = (offset.sign() + 1).expand_as(edges)             # 0 past, 1 self, 2 future
-        temporal = F.one_hot(when, 3).permute(0, 3, 1, 2) * edges[:, None]
-
-        k = self.n_speaker_slots
-        spk = batch.speaker
-        spk = torch.where((spk >= 0) & (spk < k - 1), spk, torch.full_like(spk, k - 1))
-        pair = spk[:, :, None] * k + spk[:, None, :]            # (receiver, sender)
-        speaker = F.one_hot(pair, k * k).permute(0, 3, 1, 2) * edges[:, None]
-        return temporal.float(), speaker.float()
+        """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency (:func:`dialogue_graphs`)."""
+        cfg = self.config
+        return dialogue_graphs(batch.utt_mask, batch.speaker, cfg.window_past, cfg.window_future,
+                               self.n_speaker_slots)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         """Fused utterance representations (B, S, D_h) from the available modalities only."""
@@ -183,7 +125,7 @@ class GCNet(Method):
         x = torch.cat([batch.x[m].masked_fill(~batch.available[..., i, None], 0.0)
                        for i, m in enumerate(self.modalities)], dim=-1)
         lengths = batch.utt_mask.sum(1)
-        h = packed_lstm(self.lstm, x, lengths)                   # (B, S, 2 D_e)
+        h = packed_rnn(self.lstm, x, lengths)                   # (B, S, 2 D_e)
         temporal, speaker = self.graphs(batch)
         return self.temporal(h, temporal, lengths) + self.speaker(h, speaker, lengths)
 
@@ -196,12 +138,8 @@ class GCNet(Method):
         return dict(zip(self.modalities, parts))
 
     def reconstruction_loss(self, rec: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        """The reference's ``MaskedReconLoss``: per-entry MSE over each modality's dimensions,
-        summed over the hidden-but-present (utterance, modality) entries, / real utterances."""
-        target = batch.present & ~batch.available & batch.utt_mask[..., None]   # (B, S, M)
-        total = sum((rec[m] - batch.x[m]).pow(2).mean(-1).masked_fill(~target[..., i], 0.0).sum()
-                    for i, m in enumerate(self.modalities))
-        return total / batch.utt_mask.sum().clamp(min=1)
+        """The reference's ``MaskedReconLoss`` (:func:`masked_reconstruction_loss`)."""
+        return masked_reconstruction_loss(rec, batch)
 
     def stage_loss(self, batch: Batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
         hidden = self.encode(batch)

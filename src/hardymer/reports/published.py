@@ -1,20 +1,24 @@
 """The published result tables of the seed documents, as data: one row per printed number.
 
 ``published.csv`` (package data beside this module) holds every result table of the seed
-``002_a692a746aed8bfc4`` (the slides; seeds ``000_…`` and ``001_…`` print no tables), in long
-form with the columns
+``002_a692a746aed8bfc4`` (the slides; seeds ``000_…`` and ``001_…`` print no tables) and, from
+outside the seeds, PriMD's comparison table (arXiv 2608.30563, Table 1: IEMOCAP-4 and CMU-MOSEI
+cells, IEMOCAP-6 Average), in long form with the columns
 
 ==============  ================================================================================
 ``source``      the paper and the table, named after the slides' titles (the slides give no
                 table numbers): ``MoMKE (ACM MM 2024) comparison table``, ``MoMKE (ACM MM 2024)
                 ablation table``, ``HARDY-MER (ACM MM 2025) comparison table`` (one table shown
                 on two slides, unimodal and bimodal conditions; ``seed`` says which),
-                ``HARDY-MER (ACM MM 2025) ablation table``
-``seed``        seed file, its line range, the slide title and the seed line of the row
+                ``HARDY-MER (ACM MM 2025) ablation table``, ``PriMD (arXiv 2608.30563) comparison
+                table``
+``seed``        seed file, its line range, the slide title and the seed line of the row (PriMD:
+                ``not in the seeds: PriMD paper …`` and where it was read)
 ``dataset``     ``iemocap4``, ``iemocap6``, ``mosi``, ``mosei``
 ``method``      the toolkit's method names (``momke``, ``hardymer``, ``cpm-nets``, ``mmin``,
-                ``if-mmin``, ``cif-mmin``, ``gcnet``), else a lowercase slug (``mctn``, ``mran``,
-                ``imder``); ablation rows ``momke w/o router``, ``hardymer w/o h_dir``, …
+                ``if-mmin``, ``cif-mmin``, ``gcnet``, ``mctn``, ``imder``, ``primd``), else a
+                lowercase slug (``mran``: our ``mran-like`` is compared with it, its
+                ``published_as``); ablation rows ``momke w/o router``, ``hardymer w/o h_dir``, …
 ``condition``   AVAILABLE modalities in the toolkit's notation (``a t v at av tv atv``) or
                 ``avg`` for a table's Average column (mean of the six incomplete conditions;
                 :mod:`hardymer.reports.tables` calls the same quantity ``avg(6)``)

@@ -52,13 +52,18 @@ LOWER_IS_BETTER = {"MAE"}
 
 
 def published_name(variant: str) -> str:
-    """The published row a sweep method name compares with: the method itself, or for
-    ``METHOD:ABLATION`` the row the method's ablation names (``hardymer w/o h_dir``)."""
+    """The published row a sweep method name compares with: the method itself (or the row its
+    class names in ``published_as``: ``mran-like`` -> ``mran``), or for ``METHOD:ABLATION`` the
+    row the method's ablation names (``hardymer w/o h_dir``)."""
     method, _, ablation = variant.partition(":")
     if method in METHODS:
-        found = METHODS.get(method).ablations.get(ablation)
+        cls = METHODS.get(method)
+        own = cls.published_as or method
+        if not ablation:
+            return own
+        found = cls.ablations.get(ablation)
         if found is not None and found.published is not None:   # "": the method's own row
-            return f"{method} {found.published}".strip()
+            return f"{own} {found.published}".strip()
     return variant
 
 
@@ -307,7 +312,7 @@ def published_comparison(summary: pd.DataFrame, records: list[dict], order: list
     rows = []
     for method in order:
         name = published_name(method)
-        if name.split(" ")[0] != base.get(method):
+        if name.split(" ")[0] != published_name(base.get(method, method)):
             continue  # another model under a published name
         for _, p in pub[(pub["method"] == name) & pub["value"].notna()].iterrows():
             cond = AVERAGE if p["condition"] == "avg" else p["condition"]

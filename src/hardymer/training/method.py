@@ -81,6 +81,9 @@ class Method(nn.Module):
     #: (HARDY-MER's ``reference_compat``): applied over the presets and under the user's own
     #: settings, so ``--set`` can change any one of them.
     flag_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: The published method row this one is shown beside when its own name differs: a
+    #: reconstruction from a paper's abstract (``mran-like`` -> ``mran``); None: its own name.
+    published_as: ClassVar[str | None] = None
     #: Whether cells store per-sample hardness that :meth:`hardness_plan` reads back
     #: (``hardymer hardness`` and the report's hardness section).
     records_hardness: ClassVar[bool] = False

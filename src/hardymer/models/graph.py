@@ -1,0 +1,94 @@
+"""Dialogue-graph layers shared by the graph methods (GCNet, SDR-GNN): dense adjacency of the
+utterances of each dialogue, PyG's ``RGCNConv`` / ``GraphConv`` formulas as dense ops, packed
+recurrent layers. Edges never cross dialogues nor touch padding.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..data.dataset import Batch
+
+
+def dialogue_graphs(utt_mask: torch.Tensor, speaker: torch.Tensor, window_past: int,
+                    window_future: int, n_speaker_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency, [b, r, i, j] = edge j -> i.
+
+    Edges join real utterances (``utt_mask`` (B, S)) of one dialogue at most ``window_past``
+    before / ``window_future`` after each other (-1: no bound), self loops included. Temporal
+    relation = past / self / future; speaker relation = (receiver's, sender's) speaker slot,
+    with ids outside ``0 .. K-2`` (unknown, -1, or too many speakers) sharing slot K-1.
+    """
+    pos = torch.arange(utt_mask.size(1), device=utt_mask.device)
+    offset = pos[None, :] - pos[:, None]                   # (S, S): j - i
+    window = torch.ones_like(offset, dtype=torch.bool)
+    if window_past >= 0:
+        window &= offset >= -window_past
+    if window_future >= 0:
+        window &= offset <= window_future
+    edges = (window[None] & utt_mask[:, :, None] & utt_mask[:, None, :]).float()  # (B, S, S)
+
+    when = (offset.sign() + 1).expand_as(edges)             # 0 past, 1 self, 2 future
+    temporal = F.one_hot(when, 3).permute(0, 3, 1, 2) * edges[:, None]
+
+    k = n_speaker_slots
+    spk = torch.where((speaker >= 0) & (speaker < k - 1), speaker, torch.full_like(speaker, k - 1))
+    pair = spk[:, :, None] * k + spk[:, None, :]            # (receiver, sender)
+    speaker_adj = F.one_hot(pair, k * k).permute(0, 3, 1, 2) * edges[:, None]
+    return temporal.float(), speaker_adj.float()
+
+
+class RelationalGraphConv(nn.Module):
+    """``x'_i = W_root x_i + b + sum_r mean_{j in N_r(i)} W_r x_j`` (Schlichtkrull et al.)."""
+
+    def __init__(self, d_in: int, d_out: int, n_relations: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_relations, d_in, d_out))
+        self.root = nn.Parameter(torch.empty(d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+        bound = math.sqrt(6.0 / (d_in + d_out))  # glorot, as PyG initialises RGCNConv
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.root, -bound, bound)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """x (B, S, D_in), adj (B, R, S, S) with adj[b, r, i, j] = 1 for an edge j -> i of
+        relation r  ->  (B, S, D_out)."""
+        mean = adj / adj.sum(-1, keepdim=True).clamp(min=1)
+        msg = mean @ x.unsqueeze(1)                                        # (B, R, S, D_in)
+        return torch.einsum("brsd,rde->bse", msg, self.weight) + x @ self.root + self.bias
+
+
+class GraphConv(nn.Module):
+    """``x'_i = W_1 x_i + W_2 sum_{j in N(i)} x_j + b`` (Morris et al.; PyG ``GraphConv``)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.rel = nn.Linear(d_in, d_out)
+        self.root = nn.Linear(d_in, d_out, bias=False)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """x (B, S, D_in), adj (B, S, S) 0/1 over every relation -> (B, S, D_out)."""
+        return self.rel(adj @ x) + self.root(x)
+
+
+def packed_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Run a batch-first LSTM or GRU on (B, S, D) sequences of these lengths; zeros at padding."""
+    packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
+                                  enforce_sorted=False)
+    out, _ = rnn(packed)
+    return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
+
+
+def masked_reconstruction_loss(rec: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+    """GCNet's ``MaskedReconLoss`` (SDR-GNN's too): squared error of each reconstructed modality
+    ``rec[m]`` (B, S, d_m), mean over its dimensions, summed over the (utterance, modality)
+    entries the model could not see but the data holds (``present & ~available``), divided by
+    the number of real utterances."""
+    target = batch.present & ~batch.available & batch.utt_mask[..., None]   # (B, S, M)
+    total = sum((rec[m] - batch.x[m]).pow(2).mean(-1).masked_fill(~target[..., i], 0.0).sum()
+                for i, m in enumerate(batch.modalities))
+    return total / batch.utt_mask.sum().clamp(min=1)
