@@ -89,4 +89,4 @@ def test_regression_aligns_by_sign_and_ignores_zero_labels():
 def test_reports_show_mrans_published_figures_beside_it():
     from hardymer.reports.sweep import published_name
     assert published_name("mran-like") == "mran" and published_name("gcnet") == "gcnet"
-    assert published_name("momke:no-router") == "momke w/o router"
+    assert published_name("hardymer:no-h-dir") == "hardymer w/o h_dir"
