@@ -57,8 +57,6 @@ from .graph import (GraphConv, RelationalGraphConv, dialogue_graphs, masked_reco
                     packed_rnn)
 from .registry import register_method
 
-packed_lstm = packed_rnn  # TEMP alias while mctn.py is written; remove at integration
-
 
 @dataclass
 class GCNetConfig:
