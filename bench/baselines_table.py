@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 from accuracy_table import run_grid, table  # the sibling script: one loop, one table layout
 
-METHODS = ["zero-fill", "cpm-nets", "mmin", "if-mmin", "cif-mmin", "gcnet", "momke",
-           "hardymer"]
+METHODS = ["zero-fill", "cpm-nets", "mctn", "mmin", "if-mmin", "cif-mmin", "mran-like", "gcnet",
+           "sdr-gnn", "gsdnet-like", "imder", "momke", "primd", "hardymer"]
 
 # A short CPU budget (the papers train 40-200 epochs at full size): same optimiser settings for
 # everyone, the models' own sizes scaled down where they are large.
@@ -41,7 +41,16 @@ BUDGET = {
     "if-mmin": COMMON + ["train.epochs=[6,8]"],
     "cif-mmin": COMMON + ["train.epochs=[6,8]"],
     "gcnet": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32"],
+    "sdr-gnn": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32"],
+    "mctn": COMMON + ["train.epochs=[14]"],                  # hidden 32: the reference's size
+    "mran-like": COMMON + ["train.epochs=[14]", "model.hidden=64"],
+    # The diffusion methods sample 20 steps instead of 100 in this budget (both, in training
+    # and evaluation), IMDer refines with 4 blocks instead of 20.
+    "gsdnet-like": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32",
+                             "model.sampling_steps=20"],
+    "imder": COMMON + ["train.epochs=[6,8]", "model.sampling_steps=20", "model.refine_blocks=4"],
     "momke": COMMON + ["train.epochs=[6,8]", "model.hidden=64", "model.depth=2"],
+    "primd": COMMON + ["train.epochs=[6,8]", "model.hidden=64"],
     "hardymer": COMMON + ["train.epochs=[6,8]", "model.hidden=64", "model.depth=2",
                  "model.teacher_epochs=[6,10]"],
 }

@@ -14,7 +14,7 @@ from hardymer.runs.experiment import run_experiment
 from test_methods import ALL, SMALL
 
 # Two short epochs per stage; sizes from test_methods.SMALL.
-EPOCHS = {"zero-fill": [2], "cpm-nets": [3], "gcnet": [2], "sdr-gnn": [2], "mran-like": [2], "mctn": [2]}
+EPOCHS = {"zero-fill": [2], "cpm-nets": [3], "gcnet": [2], "sdr-gnn": [2], "mran-like": [2], "mctn": [2], "gsdnet-like": [2], "imder": [1, 2]}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,11 @@ from hardymer.training.checkpoint import load_checkpoint, save_checkpoint
 
 SMALL = {"momke": dict(hidden=16, depth=2, heads=2), "zero-fill": dict(hidden=16),
          "gcnet": dict(hidden=16, graph_hidden=8), "sdr-gnn": dict(hidden=16, graph_hidden=8), "cpm-nets": dict(latent_dim=16, test_steps=20),
+         "gsdnet-like": dict(hidden=16, graph_hidden=8, score_hidden=16, time_embed_dim=16,
+                             spectral_rank=4, sampling_steps=4),
+         "imder": dict(hidden=8, heads=2, nlevels=1, score_channels=[8, 8], score_embed_dim=8,
+                       score_heads=2, score_layers=1, sampling_steps=5, refine_blocks=2,
+                       refine_reduction=4),
          "mctn": dict(hidden=32),   # the reference's size; 16 misses the overfit bar
          "mran-like": dict(hidden=16, heads=2, depth=1),
          "primd": dict(hidden=16, memory_size=8, k_max=4, retrieval_dim=8),

@@ -7,7 +7,7 @@ import torch
 
 from hardymer.data.dataset import SequenceDataset
 from hardymer.models import create_method
-from hardymer.models.sdr_gnn import HypergraphSmoothing, SignedGatedConv
+from hardymer.models.graph import HypergraphSmoothing, SignedGatedConv
 from hardymer.protocol import parse_condition
 
 from conftest import make_toy

@@ -1,6 +1,7 @@
 """Dialogue-graph layers shared by the graph methods (GCNet, SDR-GNN): dense adjacency of the
 utterances of each dialogue, PyG's ``RGCNConv`` / ``GraphConv`` formulas as dense ops, packed
-recurrent layers. Edges never cross dialogues nor touch padding.
+recurrent layers, and SDR-GNN's spectral filters (hypergraph smoothing, signed gated
+propagation) and branch. Edges never cross dialogues nor touch padding.
 """
 from __future__ import annotations
 
@@ -92,3 +93,61 @@ def masked_reconstruction_loss(rec: dict[str, torch.Tensor], batch: Batch) -> to
     total = sum((rec[m] - batch.x[m]).pow(2).mean(-1).masked_fill(~target[..., i], 0.0).sum()
                 for i, m in enumerate(batch.modalities))
     return total / batch.utt_mask.sum().clamp(min=1)
+
+
+class HypergraphSmoothing(nn.Module):
+    """``X' = LeakyReLU(D^-1 H B^-1 H^T X + b)`` with hyperedge i = the nodes that send to i."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(d))   # zeros(self.bias) in the reference
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """x (B, S, D), adj (B, S, S) 0/1 with adj[b, i, j] = edge j -> i -> (B, S, D)."""
+        edge = adj @ x / adj.sum(-1, keepdim=True).clamp(min=1)                  # B^-1 H^T X
+        node = adj.transpose(1, 2) @ edge / adj.sum(1)[..., None].clamp(min=1)  # D^-1 H (.)
+        return F.leaky_relu(node + self.bias)      # torch.nn.LeakyReLU(): slope 0.01
+
+
+class SignedGatedConv(nn.Module):
+    """``x'_i = sum_j d_i^-1/2 d_j^-1/2 tanh(w.[x_i; x_j] + b) x_j`` (the reference's
+    ``highConv``); no weight matrix, no residual."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.gate = nn.Linear(2 * d, 1)
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) -> tanh gates (B, S, S), [b, i, j] for the message j -> i."""
+        d = x.size(-1)
+        w, b = self.gate.weight[0], self.gate.bias[0]
+        return torch.tanh((x @ w[:d])[..., :, None] + (x @ w[d:])[..., None, :] + b)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        sent = adj.sum(1)                                                  # (B, S) edges sent
+        inv = sent.clamp(min=1).rsqrt() * (sent > 0)
+        norm = inv[:, :, None] * inv[:, None, :] * adj
+        return (norm * self.gates(x)) @ x
+
+
+class SpectralBranch(nn.Module):
+    """SDR-GNN's branch: RGCN -> hypergraph smoothing -> signed gated conv -> ``[h; g]`` ->
+    BiGRU (or BiLSTM) -> Linear -> ReLU. (B, S, D_in) -> (B, S, D_in + D_graph); the reference's
+    ``GraphNetwork`` without nodal attention."""
+
+    def __init__(self, d_in: int, d_graph: int, n_relations: int, base_model: str = "gru",
+                 dropout: float = 0.5):
+        super().__init__()
+        d_h = d_in + d_graph
+        self.conv1 = RelationalGraphConv(d_in, d_graph, n_relations)
+        self.hypergraph = HypergraphSmoothing(d_graph)
+        self.high_conv = SignedGatedConv(d_graph)
+        rnn = nn.GRU if base_model == "gru" else nn.LSTM
+        self.rnn = rnn(d_h, d_h, num_layers=2, bidirectional=True, dropout=dropout,
+                       batch_first=True)
+        self.out = nn.Linear(2 * d_h, d_h)
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        edges = adj.amax(1)
+        g = self.high_conv(self.hypergraph(self.conv1(h, adj), edges), edges)
+        return F.relu(self.out(packed_rnn(self.rnn, torch.cat([h, g], -1), lengths)))

@@ -48,12 +48,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
-from .graph import RelationalGraphConv, dialogue_graphs, masked_reconstruction_loss, packed_rnn
+from .graph import SpectralBranch, dialogue_graphs, masked_reconstruction_loss, packed_rnn
 from .registry import register_method
 
 
@@ -72,63 +71,6 @@ class SDRGNNConfig:
     recon_weight: float = 0.5  # e, --recon-loss-weight 0.5 with --loss-recon
     rec_heads: int = 256       # nn.MultiheadAttention(2560, 256): heads of the recon attention
     reference_batch_attention: bool = False   # the released attention across the batch
-
-
-class HypergraphSmoothing(nn.Module):
-    """``X' = LeakyReLU(D^-1 H B^-1 H^T X + b)`` with hyperedge i = the nodes that send to i."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(d))   # zeros(self.bias) in the reference
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """x (B, S, D), adj (B, S, S) 0/1 with adj[b, i, j] = edge j -> i -> (B, S, D)."""
-        edge = adj @ x / adj.sum(-1, keepdim=True).clamp(min=1)                  # B^-1 H^T X
-        node = adj.transpose(1, 2) @ edge / adj.sum(1)[..., None].clamp(min=1)  # D^-1 H (.)
-        return F.leaky_relu(node + self.bias)      # torch.nn.LeakyReLU(): slope 0.01
-
-
-class SignedGatedConv(nn.Module):
-    """``x'_i = sum_j d_i^-1/2 d_j^-1/2 tanh(w.[x_i; x_j] + b) x_j`` (the reference's
-    ``highConv``); no weight matrix, no residual."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.gate = nn.Linear(2 * d, 1)
-
-    def gates(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, S, D) -> tanh gates (B, S, S), [b, i, j] for the message j -> i."""
-        d = x.size(-1)
-        w, b = self.gate.weight[0], self.gate.bias[0]
-        return torch.tanh((x @ w[:d])[..., :, None] + (x @ w[d:])[..., None, :] + b)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        sent = adj.sum(1)                                                  # (B, S) edges sent
-        inv = sent.clamp(min=1).rsqrt() * (sent > 0)
-        norm = inv[:, :, None] * inv[:, None, :] * adj
-        return (norm * self.gates(x)) @ x
-
-
-class SpectralBranch(nn.Module):
-    """RGCN -> hypergraph smoothing -> signed gated conv -> ``[h; g]`` -> BiGRU -> Linear ->
-    ReLU. (B, S, 2 D_e) -> (B, S, D_h); the reference's ``GraphNetwork`` without nodal
-    attention."""
-
-    def __init__(self, d_in: int, d_graph: int, n_relations: int, cfg: SDRGNNConfig):
-        super().__init__()
-        d_h = d_in + d_graph
-        self.conv1 = RelationalGraphConv(d_in, d_graph, n_relations)
-        self.hypergraph = HypergraphSmoothing(d_graph)
-        self.high_conv = SignedGatedConv(d_graph)
-        rnn = nn.GRU if cfg.base_model == "gru" else nn.LSTM
-        self.rnn = rnn(d_h, d_h, num_layers=2, bidirectional=True, dropout=cfg.dropout,
-                       batch_first=True)
-        self.out = nn.Linear(2 * d_h, d_h)
-
-    def forward(self, h: torch.Tensor, adj: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        edges = adj.amax(1)
-        g = self.high_conv(self.hypergraph(self.conv1(h, adj), edges), edges)
-        return F.relu(self.out(packed_rnn(self.rnn, torch.cat([h, g], -1), lengths)))
 
 
 def _heads(width: int, wanted: int) -> int:
@@ -171,9 +113,10 @@ class SDRGNN(Method):
         rnn = nn.GRU if config.base_model == "gru" else nn.LSTM
         self.rnn = rnn(d_in, d_e, num_layers=2, bidirectional=True, dropout=config.dropout,
                        batch_first=True)
-        self.temporal = SpectralBranch(2 * d_e, config.graph_hidden, 3, config)
+        branch = dict(base_model=config.base_model, dropout=config.dropout)
+        self.temporal = SpectralBranch(2 * d_e, config.graph_hidden, 3, **branch)
         self.speaker = SpectralBranch(2 * d_e, config.graph_hidden, self.n_speaker_slots ** 2,
-                                      config)
+                                      **branch)
         self.classifier = nn.Linear(d_h, n_outputs)
         self.reconstructor = nn.Linear(d_h, d_in)
         self.rec_attention = nn.MultiheadAttention(d_in, _heads(d_in, config.rec_heads),

@@ -91,9 +91,10 @@ def parse_variant(text: str) -> Variant:
         return Variant(name, method)
     if ablation not in cls.ablations:
         takers = [(n, c.ablations) for n, c in METHODS if c.ablations]
-        raise ValueError(f"--methods: {name!r}: only {' and '.join(n for n, _ in takers)} "
-                         f"take{'s' if len(takers) == 1 else ''} an ablation suffix, one of "
-                         + "; ".join(", ".join(a) for _, a in takers))
+        own = (f"{method} has {', '.join(cls.ablations)}" if cls.ablations
+               else f"{method} takes none")
+        raise ValueError(f"--methods: {name!r}: no ablation {ablation!r} ({own}); methods with "
+                         "ablations: " + "; ".join(f"{n}: {', '.join(a)}" for n, a in takers))
     return Variant(name, method, list(cls.ablations[ablation].overrides))
 
 
