@@ -53,8 +53,8 @@ from torch import nn
 
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
-from .graph import (GraphConv, RelationalGraphConv, dialogue_graphs, masked_reconstruction_loss,
-                    packed_rnn)
+from .graph import (DialogueGraphs, GraphConv, RelationalGraphConv, masked_reconstruction_loss,
+                    packed_rnn, zero_filled)
 from .registry import register_method
 
 
@@ -90,7 +90,7 @@ class GraphBranch(nn.Module):
 
 
 @register_method("gcnet")
-class GCNet(Method):
+class GCNet(DialogueGraphs, Method):
     """Zero-filled inputs -> BiLSTM -> temporal + speaker graph branches -> class / recon heads.
 
     ``forward``: (B, S, n_outputs). ``reconstruct``: dict of (B, S, dim_m).
@@ -111,17 +111,9 @@ class GCNet(Method):
         self.classifier = nn.Linear(d_h, n_outputs)
         self.reconstructor = nn.Linear(d_h, d_in)
 
-    def graphs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency (:func:`dialogue_graphs`)."""
-        cfg = self.config
-        return dialogue_graphs(batch.utt_mask, batch.speaker, cfg.window_past, cfg.window_future,
-                               self.n_speaker_slots)
-
     def encode(self, batch: Batch) -> torch.Tensor:
         """Fused utterance representations (B, S, D_h) from the available modalities only."""
-        # masked_fill, not a product: hidden values never get in, even inf or NaN.
-        x = torch.cat([batch.x[m].masked_fill(~batch.available[..., i, None], 0.0)
-                       for i, m in enumerate(self.modalities)], dim=-1)
+        x = zero_filled(batch)
         lengths = batch.utt_mask.sum(1)
         h = packed_rnn(self.lstm, x, lengths)                   # (B, S, 2 D_e)
         temporal, speaker = self.graphs(batch)

@@ -15,6 +15,24 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..data.dataset import Batch
 
 
+def zero_filled(batch: Batch) -> torch.Tensor:
+    """``[x_a; x_t; x_v]`` (B, S, D_in) with every modality ``batch.available`` hides at zero
+    (masked_fill, not a product: hidden values never get in, even inf or NaN)."""
+    return torch.cat([batch.x[m].masked_fill(~batch.available[..., i, None], 0.0)
+                      for i, m in enumerate(batch.modalities)], dim=-1)
+
+
+class DialogueGraphs:
+    """Mixin of the graph methods: ``graphs(batch)`` from ``config.window_past``,
+    ``config.window_future`` and ``self.n_speaker_slots``."""
+
+    def graphs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency (:func:`dialogue_graphs`)."""
+        cfg = self.config
+        return dialogue_graphs(batch.utt_mask, batch.speaker, cfg.window_past, cfg.window_future,
+                               self.n_speaker_slots)
+
+
 def dialogue_graphs(utt_mask: torch.Tensor, speaker: torch.Tensor, window_past: int,
                     window_future: int, n_speaker_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency, [b, r, i, j] = edge j -> i.

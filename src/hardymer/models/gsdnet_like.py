@@ -98,7 +98,8 @@ from torch import nn
 from ..data.dataset import Batch
 from ..training.method import Ablation, Method, Stage, task_loss
 from .diffusion import VESDE, GaussianFourier, dsm_error, euler_maruyama, perturb, sample_times
-from .graph import SpectralBranch, dialogue_graphs, masked_reconstruction_loss, packed_rnn
+from .graph import (DialogueGraphs, SpectralBranch, masked_reconstruction_loss,
+                    packed_rnn)
 from .registry import register_method
 
 SPECTRUM = "_spectrum"   # the state key of Λ next to the modalities' names
@@ -288,7 +289,7 @@ def _seed(base: int, first_index: int, stream: int) -> int:
 
 
 @register_method("gsdnet-like")
-class GSDNetLike(Method):
+class GSDNetLike(DialogueGraphs, Method):
     """Joint spectral/feature VE-SDE recovery of the missing modalities, then SDR-GNN's
     backbone on the completed input. See the module docstring.
 
@@ -348,12 +349,6 @@ class GSDNetLike(Method):
         self.sde = VESDE(config.sigma)
 
     # --- pieces --------------------------------------------------------------------------
-    def graphs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency (:func:`dialogue_graphs`)."""
-        cfg = self.config
-        return dialogue_graphs(batch.utt_mask, batch.speaker, cfg.window_past, cfg.window_future,
-                               self.n_speaker_slots)
-
     def visible(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Each modality (B, S, d_m) where available, zero elsewhere; masked_fill, not a
         product, so hidden values never get in, even inf or NaN."""

@@ -52,7 +52,8 @@ from torch import nn
 
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
-from .graph import SpectralBranch, dialogue_graphs, masked_reconstruction_loss, packed_rnn
+from .graph import (DialogueGraphs, SpectralBranch, masked_reconstruction_loss, packed_rnn,
+                    zero_filled)
 from .registry import register_method
 
 
@@ -79,7 +80,7 @@ def _heads(width: int, wanted: int) -> int:
 
 
 @register_method("sdr-gnn")
-class SDRGNN(Method):
+class SDRGNN(DialogueGraphs, Method):
     """Zero-filled inputs -> BiGRU -> temporal + speaker spectral branches -> class head, and a
     reconstruction head with self-attention over the dialogue.
 
@@ -122,17 +123,9 @@ class SDRGNN(Method):
         self.rec_attention = nn.MultiheadAttention(d_in, _heads(d_in, config.rec_heads),
                                                    dropout=config.dropout, batch_first=True)
 
-    def graphs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Temporal (B, 3, S, S) and speaker (B, K*K, S, S) adjacency (:func:`dialogue_graphs`)."""
-        cfg = self.config
-        return dialogue_graphs(batch.utt_mask, batch.speaker, cfg.window_past, cfg.window_future,
-                               self.n_speaker_slots)
-
     def encode(self, batch: Batch) -> torch.Tensor:
         """Fused utterance representations (B, S, D_h) from the available modalities only."""
-        # masked_fill, not a product: hidden values never get in, even inf or NaN.
-        x = torch.cat([batch.x[m].masked_fill(~batch.available[..., i, None], 0.0)
-                       for i, m in enumerate(self.modalities)], dim=-1)
+        x = zero_filled(batch)
         lengths = batch.utt_mask.sum(1)
         h = packed_rnn(self.rnn, x, lengths)                                # (B, S, 2 D_e)
         temporal, speaker = self.graphs(batch)
