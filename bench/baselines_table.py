@@ -13,6 +13,7 @@ Usage::
 
     python bench/baselines_table.py                         # both parts, seeds 0 1 2
     python bench/baselines_table.py --methods mmin gcnet --seeds 0
+    python bench/baselines_table.py --skip-speed --runs runs/bt    # resumable; adds s/epoch
     python bench/baselines_table.py --skip-speed --out docs/baselines-table.md
     python bench/baselines_table.py --methods gcnet momke --seeds 0 --skip-speed \
         --data-set persistence=0.0          # control: no emotion persistence in dialogues
@@ -61,6 +62,28 @@ def accuracy(preset: str, dims: tuple[int, ...], seeds: list[int], methods: list
     configs = {name: (name, BUDGET[name]) for name in methods}
     return run_grid(preset, dims, seeds, configs, fold, runs, metrics=("WA", "UA"),
                     data_overrides=data_overrides)
+
+
+def costs(preset: str, dims: tuple[int, ...], methods: list[str], seeds: list[int],
+          runs: Path) -> pd.DataFrame:
+    """Per method at the accuracy part's budget and dims: mean seconds of one training epoch of
+    its conditioned (last) stage over every cell in ``runs``, and the parameter count."""
+    from hardymer.data.synthetic import generate
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import build_method
+
+    ds = generate(preset, seed=0, dims=dims)
+    rows = []
+    for name in methods:
+        method = build_method(load_run_config(name, ds.family, BUDGET[name]), ds)
+        last = method.stages([1] * len(method.stage_names))[-1].name
+        secs = [r["train_seconds"] for seed in seeds
+                for f in (runs / f"{name}-s{seed}").glob("fold*/*/metrics.jsonl")
+                for r in map(json.loads, f.read_text().splitlines()) if r["stage"] == last]
+        rows.append({"method": name,
+                     "s/epoch": round(sum(secs) / len(secs), 2) if secs else float("nan"),
+                     "params (M)": round(sum(p.numel() for p in method.parameters()) / 1e6, 3)})
+    return pd.DataFrame(rows)
 
 
 def speed(preset: str, methods: list[str]) -> pd.DataFrame:
@@ -146,6 +169,12 @@ def main() -> None:
                 columns={"variant": "method"})
             parts.append((head if metric == "WA" else "Test UA (%), same runs.\n\n")
                          + to_markdown(wide))
+        if args.runs is not None:
+            cost = costs(args.preset, dims, args.methods, args.seeds, args.runs)
+            parts.append("Cost at this budget and these dims: mean seconds of one training epoch "
+                         "of the conditioned stage (all cells of the runs above; HARDY-MER's "
+                         "teacher and fine-tuning epochs not included) and parameters of the "
+                         "final model.\n\n" + to_markdown(cost))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(args.out.with_suffix(".csv"), index=False)
