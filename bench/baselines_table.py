@@ -66,8 +66,9 @@ def accuracy(preset: str, dims: tuple[int, ...], seeds: list[int], methods: list
 
 def costs(preset: str, dims: tuple[int, ...], methods: list[str], seeds: list[int],
           runs: Path) -> pd.DataFrame:
-    """Per method at the accuracy part's budget and dims: mean seconds of one training epoch of
-    its conditioned (last) stage over every cell in ``runs``, and the parameter count."""
+    """Per method at the accuracy part's budget and dims: median seconds of one training epoch
+    of its conditioned (last) stage over every cell in ``runs`` (the median: a resumed or
+    paused cell's one long epoch does not move it), and the parameter count."""
     from hardymer.data.synthetic import generate
     from hardymer.runs.config import load_run_config
     from hardymer.runs.experiment import build_method
@@ -81,7 +82,7 @@ def costs(preset: str, dims: tuple[int, ...], methods: list[str], seeds: list[in
                 for f in (runs / f"{name}-s{seed}").glob("fold*/*/metrics.jsonl")
                 for r in map(json.loads, f.read_text().splitlines()) if r["stage"] == last]
         rows.append({"method": name,
-                     "s/epoch": round(sum(secs) / len(secs), 2) if secs else float("nan"),
+                     "s/epoch": round(float(pd.Series(secs).median()), 2) if secs else float("nan"),
                      "params (M)": round(sum(p.numel() for p in method.parameters()) / 1e6, 3)})
     return pd.DataFrame(rows)
 
@@ -171,7 +172,7 @@ def main() -> None:
                          + to_markdown(wide))
         if args.runs is not None:
             cost = costs(args.preset, dims, args.methods, args.seeds, args.runs)
-            parts.append("Cost at this budget and these dims: mean seconds of one training epoch "
+            parts.append("Cost at this budget and these dims: median seconds of one training epoch "
                          "of the conditioned stage (all cells of the runs above; HARDY-MER's "
                          "teacher and fine-tuning epochs not included) and parameters of the "
                          "final model.\n\n" + to_markdown(cost))
