@@ -169,3 +169,28 @@ class SpectralBranch(nn.Module):
         edges = adj.amax(1)
         g = self.high_conv(self.hypergraph(self.conv1(h, adj), edges), edges)
         return F.relu(self.out(packed_rnn(self.rnn, torch.cat([h, g], -1), lengths)))
+
+
+class SpectralEncoder(DialogueGraphs):
+    """Mixin of SDR-GNN's backbone (used by ``sdr-gnn`` and ``gsdnet-like``): a 2-layer
+    bidirectional GRU/LSTM over the dialogue, then the temporal and speaker
+    :class:`SpectralBranch` es, summed. Reads ``config.hidden``, ``graph_hidden``,
+    ``n_speakers``, ``base_model``, ``dropout`` and the windows."""
+
+    def build_encoder(self, d_in: int) -> None:
+        cfg = self.config
+        self.n_speaker_slots = cfg.n_speakers + 1
+        rnn = nn.GRU if cfg.base_model == "gru" else nn.LSTM
+        self.rnn = rnn(d_in, cfg.hidden, num_layers=2, bidirectional=True, dropout=cfg.dropout,
+                       batch_first=True)
+        branch = dict(base_model=cfg.base_model, dropout=cfg.dropout)
+        self.temporal = SpectralBranch(2 * cfg.hidden, cfg.graph_hidden, 3, **branch)
+        self.speaker = SpectralBranch(2 * cfg.hidden, cfg.graph_hidden,
+                                      self.n_speaker_slots ** 2, **branch)
+
+    def encode_dialogues(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """x (B, S, D_in) -> fused utterance representations (B, S, 2 D_e + G)."""
+        lengths = batch.utt_mask.sum(1)
+        h = packed_rnn(self.rnn, x, lengths)                                # (B, S, 2 D_e)
+        temporal, speaker = self.graphs(batch)
+        return self.temporal(h, temporal, lengths) + self.speaker(h, speaker, lengths)

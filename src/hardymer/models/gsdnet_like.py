@@ -98,8 +98,7 @@ from torch import nn
 from ..data.dataset import Batch
 from ..training.method import Ablation, Method, Stage, task_loss
 from .diffusion import VESDE, GaussianFourier, dsm_error, euler_maruyama, perturb, sample_times
-from .graph import (DialogueGraphs, SpectralBranch, masked_reconstruction_loss,
-                    packed_rnn)
+from .graph import SpectralEncoder, masked_reconstruction_loss
 from .registry import register_method
 
 SPECTRUM = "_spectrum"   # the state key of Λ next to the modalities' names
@@ -289,7 +288,7 @@ def _seed(base: int, first_index: int, stream: int) -> int:
 
 
 @register_method("gsdnet-like")
-class GSDNetLike(DialogueGraphs, Method):
+class GSDNetLike(SpectralEncoder, Method):
     """Joint spectral/feature VE-SDE recovery of the missing modalities, then SDR-GNN's
     backbone on the completed input. See the module docstring.
 
@@ -332,14 +331,7 @@ class GSDNetLike(DialogueGraphs, Method):
         d_in, d_e = sum(dims.values()), config.hidden
         d_h = 2 * d_e + config.graph_hidden
         d_c = d_in + len(dims)
-        self.n_speaker_slots = config.n_speakers + 1
-        rnn = nn.GRU if config.base_model == "gru" else nn.LSTM
-        self.rnn = rnn(d_in, d_e, num_layers=2, bidirectional=True, dropout=config.dropout,
-                       batch_first=True)
-        branch = dict(base_model=config.base_model, dropout=config.dropout)
-        self.temporal = SpectralBranch(2 * d_e, config.graph_hidden, 3, **branch)
-        self.speaker = SpectralBranch(2 * d_e, config.graph_hidden, self.n_speaker_slots ** 2,
-                                      **branch)
+        self.build_encoder(d_in)
         self.classifier = nn.Linear(d_h, n_outputs)
         self.feature_scores = nn.ModuleDict({m: FeatureScoreNet(d, d_c, config)
                                              for m, d in dims.items()})
@@ -482,11 +474,7 @@ class GSDNetLike(DialogueGraphs, Method):
     # --- backbone, prediction, losses --------------------------------------------------------
     def encode(self, inputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """SDR-GNN's backbone on ``[x_a; x_t; x_v]`` of the completed inputs -> (B, S, D_h)."""
-        x = torch.cat([inputs[m] for m in self.modalities], dim=-1)
-        lengths = batch.utt_mask.sum(1)
-        h = packed_rnn(self.rnn, x, lengths)                                # (B, S, 2 D_e)
-        temporal, speaker = self.graphs(batch)
-        return self.temporal(h, temporal, lengths) + self.speaker(h, speaker, lengths)
+        return self.encode_dialogues(torch.cat([inputs[m] for m in self.modalities], -1), batch)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.classifier(self.encode(self.complete(batch)[0], batch))

@@ -52,8 +52,7 @@ from torch import nn
 
 from ..data.dataset import Batch
 from ..training.method import Method, Stage, task_loss
-from .graph import (DialogueGraphs, SpectralBranch, masked_reconstruction_loss, packed_rnn,
-                    zero_filled)
+from .graph import SpectralEncoder, masked_reconstruction_loss, zero_filled
 from .registry import register_method
 
 
@@ -80,7 +79,7 @@ def _heads(width: int, wanted: int) -> int:
 
 
 @register_method("sdr-gnn")
-class SDRGNN(DialogueGraphs, Method):
+class SDRGNN(SpectralEncoder, Method):
     """Zero-filled inputs -> BiGRU -> temporal + speaker spectral branches -> class head, and a
     reconstruction head with self-attention over the dialogue.
 
@@ -110,14 +109,7 @@ class SDRGNN(DialogueGraphs, Method):
         super().__init__(config, dims, n_outputs, task)
         d_in, d_e = sum(dims.values()), config.hidden
         d_h = 2 * d_e + config.graph_hidden
-        self.n_speaker_slots = config.n_speakers + 1
-        rnn = nn.GRU if config.base_model == "gru" else nn.LSTM
-        self.rnn = rnn(d_in, d_e, num_layers=2, bidirectional=True, dropout=config.dropout,
-                       batch_first=True)
-        branch = dict(base_model=config.base_model, dropout=config.dropout)
-        self.temporal = SpectralBranch(2 * d_e, config.graph_hidden, 3, **branch)
-        self.speaker = SpectralBranch(2 * d_e, config.graph_hidden, self.n_speaker_slots ** 2,
-                                      **branch)
+        self.build_encoder(d_in)
         self.classifier = nn.Linear(d_h, n_outputs)
         self.reconstructor = nn.Linear(d_h, d_in)
         self.rec_attention = nn.MultiheadAttention(d_in, _heads(d_in, config.rec_heads),
@@ -125,11 +117,7 @@ class SDRGNN(DialogueGraphs, Method):
 
     def encode(self, batch: Batch) -> torch.Tensor:
         """Fused utterance representations (B, S, D_h) from the available modalities only."""
-        x = zero_filled(batch)
-        lengths = batch.utt_mask.sum(1)
-        h = packed_rnn(self.rnn, x, lengths)                                # (B, S, 2 D_e)
-        temporal, speaker = self.graphs(batch)
-        return self.temporal(h, temporal, lengths) + self.speaker(h, speaker, lengths)
+        return self.encode_dialogues(zero_filled(batch), batch)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.classifier(self.encode(batch))
