@@ -141,7 +141,7 @@ def test_hardness_explorer_in_a_real_browser(hardy_run, chrome, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from conftest import console_errors
+    from conftest import cell_texts, console_errors
     _, out = hardy_run
     res = invoke("hardness", out, "--out", tmp_path / "h", "--html")
     assert res.exit_code == 0, res.output
@@ -154,8 +154,7 @@ def test_hardness_explorer_in_a_real_browser(hardy_run, chrome, tmp_path):
     heads = [h.text for h in d.find_elements(By.CSS_SELECTOR, "div.hx thead th")]
 
     def rows():
-        return [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
-                for r in d.find_elements(By.CSS_SELECTOR, "div.hx tbody tr.hx-row")]
+        return cell_texts(d, "div.hx tbody tr.hx-row")
     c, h, shown = heads.index("condition"), heads.index("h"), heads.index("shown")
     first = rows()
     assert len(first) == 80 and [r[c] for r in first] == ["at"] * 40 + ["v"] * 40
@@ -173,10 +172,9 @@ def test_hardness_explorer_in_a_real_browser(hardy_run, chrome, tmp_path):
     row = d.find_elements(By.CSS_SELECTOR, "div.hx tbody tr.hx-row")[0]
     uid = row.find_elements(By.TAG_NAME, "td")[heads.index("utterance_id")].text
     row.click()
-    detail = d.find_element(By.CSS_SELECTOR, "tr.hx-detail")
+    d.find_element(By.CSS_SELECTOR, "tr.hx-detail")
     want = df[(df.condition == "v") & (df.utterance_id == uid)].iloc[0]
-    sup = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-           for tr in detail.find_elements(By.CSS_SELECTOR, "table tr")[1:]]
+    sup = cell_texts(d, "tr.hx-detail table tr")[1:]
     assert [s[1] for s in sup] == want.support_ids.split(";")
     assert [s[2] for s in sup] == want.support_label_names.split(";")
     assert [float(s[3]) for s in sup] == pytest.approx(

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import console_errors
+from conftest import cell_texts, console_errors
 from hardymer.cli.main import app
 from hardymer.runs.store import ResultsStore
 from hardymer.reports.sweep import ReportError, write_sweep_report
@@ -228,8 +228,7 @@ def test_report_html_hardness_explorer_in_a_real_browser(tmp_path, chrome):
     c, h = heads.index("condition"), heads.index("h")
 
     def rows():
-        return [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
-                for r in d.find_elements(By.CSS_SELECTOR, "div.hx tbody tr.hx-row")]
+        return cell_texts(d, "div.hx tbody tr.hx-row")
     assert {r[c] for r in rows()} == {"at", "v"}
     Select(d.find_element(By.CSS_SELECTOR, "select.hx-filter")).select_by_value("at")
     assert {r[c] for r in rows()} == {"at"} and len(rows()) == 40
