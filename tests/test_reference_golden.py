@@ -265,7 +265,8 @@ def student_step(**changes):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt.zero_grad()          # the trainer's order: zero once per batch, then one step per loss
     losses = []
-    for loss, parts in model.stage_steps(batch, Stage("mixing", 1)):
+    for step in model.stage_steps(batch, Stage("mixing", 1)):
+        loss, parts = step()
         loss.backward()
         opt.step()
         losses.append([float(loss.detach()), parts["task"], parts["rec"]])

@@ -105,8 +105,8 @@ def test_auto_checkpoint_cadence_writes_at_stage_ends(toy, tmp_path, monkeypatch
     written = []
     real = trainer_mod.save_checkpoint
 
-    def slow_save(stem, model, opt, state):
-        real(stem, model, opt, state)
+    def slow_save(stem, model, opt, state, **kw):
+        real(stem, model, opt, state, **kw)
         if stem.name == "last":
             written.append(state["epoch"])
             trainer_mod.time.sleep(0.2)   # a write far costlier than these tiny epochs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -294,11 +295,13 @@ def train(
     except (KeyError, ValueError) as err:
         _fail(str(err))
     conds = _conditions(condition, ds)
-    typer.echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, folds "
+    # Under torchrun every process runs this command; rank 0 alone speaks and writes.
+    echo = typer.echo if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
+    echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, folds "
                f"{all_folds[0].scheme} ({', '.join(f.name for f in all_folds)}), conditions "
                f"{', '.join(c.name for c in conds)}, out {out}")
-    typer.echo(schedule_text(cfg, ds, n_folds, len(conds))
-               + "\n  (an estimate of each fit's time follows its first epoch)")
+    echo(schedule_text(cfg, ds, n_folds, len(conds))
+         + "\n  (an estimate of each fit's time follows its first epoch)")
     if not progress:  # the estimate then comes as a log line instead of beside the bar
         logging.basicConfig(format="%(message)s")
         logging.getLogger("hardymer").setLevel(logging.INFO)
@@ -308,8 +311,9 @@ def train(
                             config=cfg, data_source=api.source_id(data), progress=progress)
     except ValueError as err:
         _fail(str(err))
-    _report(out, records, ds.task, f"{method} on {ds.name} ({cfg.train.protocol} selection)")
-    typer.echo(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
+    if echo is typer.echo:
+        _report(out, records, ds.task, f"{method} on {ds.name} ({cfg.train.protocol} selection)")
+    echo(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
 
 
 def _report(out: Path, records, task: str, title: str) -> None:

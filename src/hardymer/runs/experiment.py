@@ -2,6 +2,10 @@
 
 The folder's layout is :class:`~hardymer.runs.layout.Run`'s. Re-running the same command
 resumes: finished cells are read back, interrupted ones continue from their last checkpoint.
+
+Under torchrun every rank runs this same code with its :class:`Distributed`: rank 0 alone holds
+the folder's lock and writes (``run.json``, results, the fold's preparation, which the others
+then read back from its cache), the trainers split each batch between the ranks.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from ..models import create_method, get_method_class
 from ..protocol.conditions import Condition
 from ..protocol.splits import Fold, make_folds
 from ..training.checkpoint import checkpoint_epoch
+from ..training.distributed import SINGLE, Distributed
 from ..training.loaders import FoldData
 from ..training.trainer import Trainer
 from .config import RunConfig
@@ -33,19 +38,28 @@ def _as_run(out: Run | Path | str | None) -> Run | None:
 
 
 def prepare_fold(cfg: RunConfig, dataset: MERDataset, fold: Fold, out: Run | Path | None,
-                 progress: bool = True):
+                 progress: bool = True, dist: Distributed = SINGLE):
     """The method's per-fold preparation (HARDY-MER: fine-tuning, teacher), cached under
-    ``RUN/fold<k>/_shared/<method>/``; None for methods that need none."""
+    ``RUN/fold<k>/_shared/<method>/``; None for methods that need none. Distributed: rank 0
+    prepares (in one process) while the others wait, then they read its cache back."""
     run = _as_run(out)
     cls = get_method_class(cfg.method)
     workdir = run.shared(fold.index, cfg.method) if run is not None else None
-    return cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
-                            progress)
+    if dist.active and run is None:
+        raise ValueError("a distributed run needs a run folder (--out): the ranks share the "
+                         "fold's preparation through it")
+    if not dist.is_main:
+        dist.barrier()
+    context = cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
+                               progress and dist.is_main)
+    if dist.is_main:
+        dist.barrier()
+    return context
 
 
 def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
              out: Run | Path | None, progress: bool = True, context=None,
-             prepared: bool = False) -> dict:
+             prepared: bool = False, dist: Distributed = SINGLE) -> dict:
     """Train and evaluate one (fold, condition); returns its result record.
 
     A finished cell (``result.json`` present) is read back, not retrained. ``context`` is the
@@ -56,7 +70,7 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
     if run is not None and (done := run.result(fold.index, cond)) is not None:
         return done
     if not prepared:
-        context = prepare_fold(cfg, dataset, fold, run, progress)
+        context = prepare_fold(cfg, dataset, fold, run, progress, dist)
     if context is not None:
         dataset = context.dataset
     method = build_method(cfg, dataset)
@@ -74,13 +88,13 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
         shared = run.shared(fold.index, "-".join(s.name for s in prefix))
         if checkpoint_epoch(shared / "last") < sum(s.epochs for s in prefix):
             # (resumes by itself if an earlier attempt was interrupted)
-            Trainer(cfg.train, shared, progress=progress).fit(method, data, stages=prefix,
-                                                              final_eval=False)
+            Trainer(cfg.train, shared, dist=dist, progress=progress).fit(
+                method, data, stages=prefix, final_eval=False)
             method = build_method(cfg, dataset)  # fresh object; weights come from init_from
         init_from = shared / "last"
-    method.attach(context, data, cell)
-    result = Trainer(cfg.train, cell, progress=progress).fit(method, data, stages,
-                                                              init_from=init_from)
+    method.attach(context, data, cell if dist.is_main else None)   # only rank 0 caches
+    result = Trainer(cfg.train, cell, dist=dist, progress=progress).fit(
+        method, data, stages, init_from=init_from)
     record = {
         "method": cfg.method, "condition": cond.name, "fold": fold.index,
         "fold_name": fold.name, "fold_scheme": fold.scheme, "seed": cfg.train.seed,
@@ -92,7 +106,7 @@ def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
         "n_train": int(sum(len(dataset.sequences[i]) for i in fold.train)),
         "n_test": int(sum(len(dataset.sequences[i]) for i in fold.test)),
     }
-    if run is not None:
+    if run is not None and dist.is_main:
         run.write_result(fold.index, cond, record)
     return record
 
@@ -121,26 +135,31 @@ def checked_fold_ids(folds: list[Fold], fold_ids: list[int] | None) -> list[int]
 
 def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Condition],
                    fold_ids: list[int] | None, out: Run | Path | None, data_source: str = "",
-                   progress: bool = True, n_folds: int = 5, lock: bool = True) -> list[dict]:
+                   progress: bool = True, n_folds: int = 5, lock: bool = True,
+                   dist: Distributed | None = None) -> list[dict]:
     """Every (fold, condition) cell of a run; returns the result records.
 
     Everything is checked (:func:`check_run`, the folds) before the first file is written;
     the run folder is then held (:meth:`Run.lock`, unless ``lock=False``: a sweep holds its
-    own folder) for the whole run, so two commands on one folder take turns.
+    own folder) for the whole run, so two commands on one folder take turns. ``dist``: the
+    data-parallel group (default: the one torchrun describes, or one process).
     """
     run = _as_run(out)
+    dist = Distributed.from_env(cfg.train.device) if dist is None else dist
     check_run(cfg, dataset, run, data_source)
     folds = make_folds(dataset, n_folds=n_folds, val_fraction=cfg.train.val_fraction,
                        seed=cfg.train.split_seed, scheme=cfg.train.folds_scheme)
     ids = checked_fold_ids(folds, fold_ids)
     if run is None:
-        return _cells(cfg, dataset, folds, ids, conditions, None, progress)
-    with run.lock() if lock else nullcontext():
-        run.prepare(cfg, data_source, dataset, conditions, ids, folds[0].scheme)
-        return _cells(cfg, dataset, folds, ids, conditions, run, progress)
+        return _cells(cfg, dataset, folds, ids, conditions, None, progress, dist)
+    with run.lock() if lock and dist.is_main else nullcontext():
+        if dist.is_main:
+            run.prepare(cfg, data_source, dataset, conditions, ids, folds[0].scheme)
+        dist.barrier()
+        return _cells(cfg, dataset, folds, ids, conditions, run, progress, dist)
 
 
-def _cells(cfg, dataset, folds, ids, conditions, run, progress) -> list[dict]:
+def _cells(cfg, dataset, folds, ids, conditions, run, progress, dist=SINGLE) -> list[dict]:
     records = []
     for k in ids:
         fold_ds, _ = fold_inputs(cfg.train.standardize, dataset, folds[k].train)
@@ -148,10 +167,12 @@ def _cells(cfg, dataset, folds, ids, conditions, run, progress) -> list[dict]:
         for cond in conditions:
             finished = run is not None and run.result(k, cond) is not None
             if not prepared and not finished:
-                context, prepared = prepare_fold(cfg, fold_ds, folds[k], run, progress), True
-            rec = run_cell(cfg, fold_ds, folds[k], cond, run, progress, context, prepared)
+                context = prepare_fold(cfg, fold_ds, folds[k], run, progress, dist)
+                prepared = True
+            rec = run_cell(cfg, fold_ds, folds[k], cond, run, progress, context, prepared,
+                           dist)
             records.append(rec)
-            if run is not None:  # a cell read back keeps its row (and finish time)
+            if run is not None and dist.is_main:  # a cell read back keeps its row
                 run.add_records([rec], dataset, replace=not finished)
     return records
 

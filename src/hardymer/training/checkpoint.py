@@ -19,8 +19,12 @@ from ..fileio import atomic_path, atomic_write_json
 
 
 def save_checkpoint(path_stem: Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None, state: dict) -> None:
-    """Write ``path_stem.safetensors`` then ``path_stem.json`` (the JSON marks completeness)."""
+                    optimizer: torch.optim.Optimizer | None, state: dict,
+                    rank_rng: list[torch.Tensor] | None = None) -> None:
+    """Write ``path_stem.safetensors`` then ``path_stem.json`` (the JSON marks completeness).
+
+    ``rank_rng``: every rank's torch RNG state of a data-parallel run (rank r's as
+    ``rng.torch.rank<r>``; rank 0's is also ``rng.torch``)."""
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -33,6 +37,8 @@ def save_checkpoint(path_stem: Path, model: torch.nn.Module,
                 tensors[f"optim.{pid}.{key}"] = t.detach().cpu().contiguous()
         meta["optimizer"] = {"param_groups": opt["param_groups"]}
     tensors["rng.torch"] = torch.get_rng_state()
+    for r, st in enumerate(rank_rng or []):
+        tensors[f"rng.torch.rank{r}"] = st
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -91,8 +97,9 @@ def checkpoint_epoch(path_stem: Path) -> int:
 
 def load_checkpoint(path_stem: Path, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None,
-                    restore_rng: bool = False) -> dict:
-    """Load weights (and optimizer state, RNG) in place; returns the JSON state."""
+                    restore_rng: bool = False, rank: int = 0) -> dict:
+    """Load weights (and optimizer state, RNG) in place; returns the JSON state. ``rank``:
+    restore that rank's RNG state of a data-parallel run (rank 0's without one)."""
     path_stem = Path(path_stem)
     tensor_file = path_stem.with_suffix(".safetensors")
     try:
@@ -117,7 +124,7 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module,
         optimizer.load_state_dict({"state": state,
                                    "param_groups": meta["optimizer"]["param_groups"]})
     if restore_rng:
-        torch.set_rng_state(tensors["rng.torch"])
+        torch.set_rng_state(tensors.get(f"rng.torch.rank{rank}", tensors["rng.torch"]))
         cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, Sampler
 
 from ..data.dataset import MERDataset, SequenceDataset
 from ..protocol.conditions import EVAL_DRAW, Condition
@@ -53,6 +53,37 @@ class UtteranceBudgetBatches(Sampler[list[int]]):
             yield batch
 
 
+class ShardedBatches(Sampler[list[int]]):
+    """One rank's share of every global batch of ``batches`` (lists of sequence indices),
+    materialised at construction so that :attr:`scales` pairs with what iteration yields.
+
+    Each global batch is split into ``world`` contiguous parts by sequence count (dialogues
+    stay whole); ``scales[i]`` = ``world * n_rank / n_global`` utterances, the factor that
+    makes DDP's gradient mean equal the whole batch's per-utterance mean. A rank left without
+    a sequence (a last batch smaller than ``world``) repeats the batch's first one with scale 0,
+    so that every rank takes part in every step.
+    """
+
+    def __init__(self, batches, lengths: np.ndarray, rank: int, world: int):
+        self.batches, self.scales = [], []
+        for batch in batches:
+            batch = list(batch)
+            part = np.array_split(np.asarray(batch, np.int64), world)[rank].tolist()
+            total = float(sum(int(lengths[i]) for i in batch))
+            if part:
+                self.batches.append(part)
+                self.scales.append(world * sum(int(lengths[i]) for i in part) / total)
+            else:
+                self.batches.append(batch[:1])
+                self.scales.append(0.0)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 @dataclass
 class FoldData:
     """The data of one fold under one condition."""
@@ -72,25 +103,32 @@ class FoldData:
 
     def train_loader(self, epoch: int, conditioned: bool, batch_size: int,
                      sampler_factory: SamplerFactory | None = None,
-                     batch_utterances: int | None = None) -> DataLoader:
+                     batch_utterances: int | None = None,
+                     shard: tuple[int, int] = (0, 1)) -> DataLoader:
         """Shuffled training batches of ``batch_size`` sequences, or with ``batch_utterances``
-        of whole sequences up to that many utterances."""
+        of whole sequences up to that many utterances. ``shard=(rank, world)``: this rank's
+        part of each of those (global) batches (:class:`ShardedBatches`)."""
         mask = self.train_mask(epoch) if conditioned else None
         ds = SequenceDataset(self.dataset, self.fold.train, mask)
         sampler = (sampler_factory or seeded_random_sampler(self.seed))(ds, epoch)
-        if batch_utterances is not None:
-            lengths = np.array([len(self.dataset.sequences[s]) for s in ds.sequence_indices])
-            return DataLoader(ds, batch_sampler=UtteranceBudgetBatches(
-                sampler, lengths, batch_utterances), collate_fn=ds.collate)
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate)
+        lengths = np.array([len(self.dataset.sequences[s]) for s in ds.sequence_indices])
+        batches = (UtteranceBudgetBatches(sampler, lengths, batch_utterances)
+                   if batch_utterances is not None
+                   else BatchSampler(sampler, batch_size, drop_last=False))
+        if shard[1] > 1:
+            batches = ShardedBatches(batches, lengths, *shard)
+        return DataLoader(ds, batch_sampler=batches, collate_fn=ds.collate)
 
-    def eval_loader(self, split: str, batch_size: int, condition: Condition | None = None
-                    ) -> DataLoader:
-        """Validation or test loader (``split`` in {"val", "test", "train"})."""
+    def eval_loader(self, split: str, batch_size: int, condition: Condition | None = None,
+                    shard: tuple[int, int] = (0, 1)) -> DataLoader:
+        """Validation or test loader (``split`` in {"val", "test", "train"});
+        ``shard=(rank, world)``: this rank's contiguous part of the split's sequences (in
+        rank order, the parts are the whole split in its order)."""
         cond = condition or self.condition
         mask = cond.mask(self.dataset.available, self.dataset.modalities, seed=self.seed,
                          draw=EVAL_DRAW.get(split, 1_000_003))
         seqs = {"train": self.fold.train, "val": self.fold.val, "test": self.fold.test}[split]
         ds = SequenceDataset(self.dataset, seqs, mask)
-        return DataLoader(ds, batch_size=batch_size, sampler=SequentialSampler(ds),
-                          collate_fn=ds.collate)
+        sampler = (SequentialSampler(ds) if shard[1] == 1 else
+                   np.array_split(np.arange(len(ds)), shard[1])[shard[0]].tolist())
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=ds.collate)

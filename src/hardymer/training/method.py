@@ -113,12 +113,13 @@ class Method(nn.Module):
         return loss, {"task": float(loss.detach())}
 
     def stage_steps(self, batch: Batch, stage: Stage):
-        """The optimizer steps of one batch, as ``(loss, parts)`` pairs; the trainer zeroes the
-        gradients once per batch, then for each pair calls ``backward`` and ``step``, so step
-        j uses the gradients of pairs 0..j (HARDY-MER's reference form: one step per view).
-        A generator: each loss is computed after the previous step. Default: one step with
+        """The optimizer steps of one batch, as callables returning ``(loss, parts)``; the
+        trainer zeroes the gradients once per batch, then calls each (after the previous
+        step), ``backward`` and ``step``, so step j uses the gradients of steps 0..j
+        (HARDY-MER's reference form: one step per view). Callables, so that the trainer can
+        run each loss inside DistributedDataParallel's forward. Default: one step with
         :meth:`stage_loss`."""
-        yield self.stage_loss(batch, stage)
+        yield lambda: self.stage_loss(batch, stage)
 
     # --- checks and schedule, asked before anything is written ------------------------------
     @classmethod

@@ -8,6 +8,10 @@ Selection (``TrainConfig.protocol``):
   ``paper`` — keep the epoch with the best *test* metric (the MoMKE / HARDY-MER papers' rule).
 Only epochs of stages with ``select=True`` compete (MoMKE: stage 2).
 
+Data-parallel (``dist``, :mod:`~hardymer.training.distributed`): each rank trains on its share
+of every global batch through DistributedDataParallel, evaluation is split and gathered, and
+rank 0 alone writes; a run on N processes computes what one process computes.
+
 Files in ``out_dir`` (rank 0 only): ``last.{safetensors,json}`` on the cadence of
 ``checkpoint_every`` (auto: writes take at most ~5 % of the time; always at a stage's end),
 ``best.{safetensors,json}`` when selection improves, ``metrics.jsonl`` and ``metrics.csv``
@@ -35,6 +39,7 @@ from ..fileio import atomic_write_text
 from ..metrics import better, compute_metrics, default_selection_metric
 from .checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import SINGLE, Distributed, seed_of
 from .loaders import FoldData, SamplerFactory
 from .method import Method, Stage
 from .tracking import open_trackers
@@ -77,7 +82,10 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(method: Method, loader, device: torch.device) -> Predictions:
+def predict(method: Method, loader, device: torch.device,
+            dist: Distributed = SINGLE) -> Predictions:
+    """One pass over ``loader``; with ``dist``, each rank's loader holds its share of the
+    split and the result is every rank's, gathered in rank order (the whole split)."""
     method.eval()
     idx, lab, out = [], [], []
     for batch in loader:
@@ -87,13 +95,20 @@ def predict(method: Method, loader, device: torch.device) -> Predictions:
         idx.append(batch.index[m].cpu())
         lab.append(batch.labels[m].cpu())
         out.append(o[m].float().cpu())
-    index, labels, outputs = (torch.cat(t).numpy() for t in (idx, lab, out))
+    width = method.n_outputs
+    index, labels, outputs = (torch.cat(t).numpy() if t else np.zeros((0,) + shape, dtype)
+                              for t, shape, dtype in ((idx, (), np.int64), (lab, (), np.int64),
+                                                      (out, (width,), np.float32)))
+    if dist.active:
+        parts = dist.gather_objects((index, labels, outputs))
+        index, labels, outputs = (np.concatenate([p[i] for p in parts]) for i in range(3))
     preds = outputs.argmax(-1) if method.task == "classification" else outputs[:, 0]
     return Predictions(index, labels, outputs, preds)
 
 
-def evaluate(method: Method, loader, device: torch.device) -> dict[str, float]:
-    p = predict(method, loader, device)
+def evaluate(method: Method, loader, device: torch.device,
+             dist: Distributed = SINGLE) -> dict[str, float]:
+    p = predict(method, loader, device, dist)
     return compute_metrics(method.task, p.labels, p.preds)
 
 
@@ -114,8 +129,9 @@ class Trainer:
     config : TrainConfig
     out_dir : Path or None
         Where checkpoints and logs go; None keeps everything in memory (tests).
-    rank : int
-        Process rank; only rank 0 writes files (ready for torchrun + DDP).
+    dist : Distributed
+        The data-parallel group (:meth:`Distributed.from_env` under torchrun); only rank 0
+        writes files. Default: one process.
     sampler_factory : callable, optional
         ``(dataset, epoch) -> Sampler`` for training batches; default: seeded shuffle.
     progress : bool
@@ -124,18 +140,27 @@ class Trainer:
         Called with the epoch's log row (used by tests to interrupt a run).
     """
 
-    def __init__(self, config: TrainConfig, out_dir: Path | None = None, rank: int = 0,
-                 sampler_factory: SamplerFactory | None = None, progress: bool = True,
-                 on_epoch_end: Callable[[dict], None] | None = None):
-        self.config, self.rank = config, rank
+    def __init__(self, config: TrainConfig, out_dir: Path | None = None,
+                 dist: Distributed = SINGLE, sampler_factory: SamplerFactory | None = None,
+                 progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None):
+        self.config, self.dist = config, dist
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.sampler_factory, self.progress = sampler_factory, progress
+        self.sampler_factory, self.progress = sampler_factory, progress and dist.is_main
         self.on_epoch_end = on_epoch_end
-        self.device = resolve_device(config.device)
+        self.device = dist.device(resolve_device(config.device))
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
 
     @property
     def writes(self) -> bool:
-        return self.out_dir is not None and self.rank == 0
+        return self.out_dir is not None and self.dist.is_main
+
+    def _eval(self, method, data, split: str) -> dict[str, float]:
+        shard = (self.dist.rank, self.dist.world)
+        return evaluate(method, data.eval_loader(split, self.config.eval_batch_size,
+                                                 shard=shard), self.device, self.dist)
 
     def fit(self, method: Method, data: FoldData, stages: list[Stage] | None = None,
             init_from: Path | None = None, final_eval: bool = True) -> FitResult:
@@ -159,12 +184,14 @@ class Trainer:
         last = self.out_dir / "last" if self.out_dir is not None else None
         source = last if last is not None and checkpoint_exists(last) else init_from
         if source is not None and checkpoint_exists(source):
-            saved = load_checkpoint(source, method, optimizer, restore_rng=True)
+            saved = load_checkpoint(source, method, optimizer, restore_rng=True,
+                                    rank=self.dist.rank)
             state.update({k: saved.get(k, state[k]) for k in state})
             if source != last:  # inherited epochs: selection restarts in this run
                 state["best"], state["best_epoch"], state["stopped"] = None, None, None
         else:
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(seed_of(cfg.seed, self.dist.rank))
+        self.dist.barrier()   # every rank has read `last` before rank 0 writes a new one
 
         total = sum(s.epochs for s in stages)
         trackers = (open_trackers(cfg.log, self.out_dir, state["epoch"] + 1)
@@ -177,12 +204,15 @@ class Trainer:
         epoch, timed = 0, False
         for stage in stages:
             stage = replace(stage, start=epoch)
+            step = None   # wrapped per stage: DDP registers the parameters that train now
             for i in range(stage.epochs):
                 epoch += 1
                 if epoch <= state["epoch"] or state["stopped"] is not None:
                     continue  # done before the restart, or stopped early
                 t_epoch = time.perf_counter()
-                row = self._run_epoch(method, optimizer, data, stage, epoch, metric, state)
+                step = step or self.dist.wrap(method)
+                row = self._run_epoch(method, step, optimizer, data, stage, epoch, metric,
+                                      state)
                 if self._stale(state, metric):
                     state["stopped"] = epoch
                     judged = self._judged(metric).replace("_", " ", 1)   # "val WA"
@@ -206,6 +236,7 @@ class Trainer:
         bar.close()
         for tracker in trackers:
             tracker.close()
+        self.dist.barrier()   # rank 0's last checkpoint is on disk for whoever reads it next
         if not final_eval:
             return FitResult(None, {}, {}, state["history"], time.perf_counter() - t0)
         return self._finish(method, data, metric, state, time.perf_counter() - t0)
@@ -215,6 +246,8 @@ class Trainer:
         return ("test_" if self.config.protocol == "paper" else "val_") + metric
 
     def _note(self, bar, note: str) -> None:
+        if not self.dist.is_main:
+            return
         if self.progress:
             bar.write(note, file=bar.fp)
         else:  # shown when the caller asks for hardymer's INFO logs (train does)
@@ -228,6 +261,12 @@ class Trainer:
         judged = [r for r in state["history"] if key in r and r["epoch"] > state["best_epoch"]]
         return len(judged) >= self.config.patience
 
+    def _rank_rng(self) -> list[torch.Tensor] | None:
+        """Every rank's torch RNG state on rank 0 (a resume restores each its own)."""
+        if not self.dist.active:
+            return None
+        return self.dist.gather_objects(torch.get_rng_state())
+
     def _save_last(self, method, optimizer, state, epoch_seconds: float, end: bool) -> None:
         """Write ``last`` on the cadence of ``checkpoint_every`` (always at a stage's end).
 
@@ -235,37 +274,45 @@ class Trainer:
         write cost, so checkpoints take at most ~5 % of the time. Skipped epochs cost nothing
         on a restart but their replay: loaders and RNG are restored from ``last``.
         """
-        if not self.writes:
+        if self.out_dir is None:
             return
         ck, every = self._ckpt, self.config.checkpoint_every
         ck["since"] += epoch_seconds
         due = (state["epoch"] - ck["written"] >= every) if every else (
             ck["cost"] is None or ck["since"] >= 20 * ck["cost"])
-        if due or end:
+        if self.dist.broadcast_object(due or end):   # rank 0's clock decides for all
             t0 = time.perf_counter()
-            save_checkpoint(self.out_dir / "last", method, optimizer, state)
+            rank_rng = self._rank_rng()
+            if self.writes:
+                save_checkpoint(self.out_dir / "last", method, optimizer, state,
+                                rank_rng=rank_rng)
             ck.update(cost=time.perf_counter() - t0, since=0.0, written=state["epoch"])
-        # Rewritten whole from the history: no duplicate rows after a restart.
-        atomic_write_text(self.out_dir / "metrics.jsonl",
-                          "".join(json.dumps(r) + "\n" for r in state["history"]))
+        if self.writes:   # rewritten whole from the history: no duplicate rows after a restart
+            atomic_write_text(self.out_dir / "metrics.jsonl",
+                              "".join(json.dumps(r) + "\n" for r in state["history"]))
 
     # --- one epoch ----------------------------------------------------------------------------
-    def _run_epoch(self, method, optimizer, data, stage, epoch, metric, state) -> dict:
+    def _run_epoch(self, method, step, optimizer, data, stage, epoch, metric, state) -> dict:
+        """One epoch; ``step`` runs a loss computation (:meth:`Distributed.wrap`)."""
         cfg = self.config
         method.train()
         method.on_epoch_start(epoch, stage, data)
         for group in optimizer.param_groups:
             group.update(method.optimizer_settings(stage))
         loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
-                                   self.sampler_factory, cfg.batch_utterances)
+                                   self.sampler_factory, cfg.batch_utterances,
+                                   shard=(self.dist.rank, self.dist.world))
+        # (distributed) world * this rank's share of each global batch's utterances
+        scales = getattr(loader.batch_sampler, "scales", None)
         sums: dict[str, float] = {}
         n_batches, n_utts, t0 = 0, 0, time.perf_counter()
-        for batch in loader:
+        for b, batch in enumerate(loader):
             batch = batch.to(self.device)
             optimizer.zero_grad(set_to_none=True)   # once per batch: steps of one batch add up
             n_steps, batch_sums = 0, {}
-            for loss, parts in method.stage_steps(batch, stage):
-                loss.backward()
+            for compute in method.stage_steps(batch, stage):
+                loss, parts = step(compute)
+                (loss if scales is None else loss * scales[b]).backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -273,11 +320,12 @@ class Trainer:
                 for k, v in {"loss": float(loss.detach()), **parts}.items():
                     batch_sums[k] = batch_sums.get(k, 0.0) + v
             n_batches += 1
-            n_utts += batch.n_utterances
+            n_utts += batch.n_utterances if scales is None or scales[b] else 0
             for k, v in batch_sums.items():   # a batch of several steps logs their mean
                 sums[k] = sums.get(k, 0.0) + v / max(n_steps, 1)
+        means = self.dist.mean_of({k: v / max(n_batches, 1) for k, v in sums.items()})
         row = {"epoch": epoch, "stage": stage.name,
-               **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
+               **{f"train_{k}": v for k, v in means.items()},
                "lr": optimizer.param_groups[0]["lr"],
                "train_seconds": time.perf_counter() - t0,
                "train_utt_per_s": n_utts / max(time.perf_counter() - t0, 1e-9)}
@@ -285,7 +333,7 @@ class Trainer:
             t_eval = time.perf_counter()
             splits = ["val", "test"] if cfg.protocol == "paper" else ["val"]
             for split in splits:
-                res = evaluate(method, data.eval_loader(split, cfg.eval_batch_size), self.device)
+                res = self._eval(method, data, split)
                 row.update({f"{split}_{k}": v for k, v in res.items()})
             row["eval_seconds"] = time.perf_counter() - t_eval
             judge = row[self._judged(metric)]
@@ -302,14 +350,12 @@ class Trainer:
 
     # --- selection and final evaluation -------------------------------------------------------
     def _finish(self, method, data, metric, state, seconds) -> FitResult:
-        cfg = self.config
         if state["best_epoch"] is not None:
             if self.out_dir is not None and checkpoint_exists(self.out_dir / "best"):
                 load_checkpoint(self.out_dir / "best", method)
             elif self._best_in_memory is not None:
                 method.load_state_dict(self._best_in_memory)
-        val = evaluate(method, data.eval_loader("val", cfg.eval_batch_size), self.device)
-        test = evaluate(method, data.eval_loader("test", cfg.eval_batch_size), self.device)
+        val, test = self._eval(method, data, "val"), self._eval(method, data, "test")
         if self.writes:
             pd.DataFrame(state["history"]).to_csv(self.out_dir / "metrics.csv", index=False)
         return FitResult(state["best_epoch"], val, test, state["history"], seconds)

@@ -351,7 +351,7 @@ class HardyMER(MoMKE):
         sum in one step (``view_steps=batch``)."""
         if stage.name != "mixing" or self.ctx is None or not self.cfg.retrieval or \
                 self._form() != "views":
-            yield self.stage_loss(batch, stage)
+            yield lambda: self.stage_loss(batch, stage)
             return
         plan_h = None
         if self.cfg.teacher_kind != "reference" and self._plan is not None:
@@ -361,11 +361,14 @@ class HardyMER(MoMKE):
         views = self.ctx.view_batches(batch, self.cfg, plan_h)
         if self.cfg.view_steps == "view":
             for view in views:
-                yield self._view_loss(view)
+                yield lambda view=view: self._view_loss(view)
             return
+        yield lambda: self._summed_views(views)
+
+    def _summed_views(self, views):
         losses = [self._view_loss(v) for v in views]
-        yield sum(l for l, _ in losses), {k: sum(p[k] for _, p in losses) / len(losses)
-                                          for k in losses[0][1]}
+        return sum(l for l, _ in losses), {k: sum(p[k] for _, p in losses) / len(losses)
+                                           for k in losses[0][1]}
 
     def _view_loss(self, view: Batch):
         view = self.inputs(view)
