@@ -131,6 +131,7 @@ class CPMNets(Method):
     """
 
     Config = CPMNetsConfig
+    loss_reduction = "sum"        # the reference sums its reconstruction and hinge terms
     budget_fields = ("test_steps",)   # the test latents' fitting: scaled by budget.scale too
 
     def __init__(self, config: CPMNetsConfig, dims, n_outputs, task):

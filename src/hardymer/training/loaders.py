@@ -55,27 +55,27 @@ class UtteranceBudgetBatches(Sampler[list[int]]):
 
 class ShardedBatches(Sampler[list[int]]):
     """One rank's share of every global batch of ``batches`` (lists of sequence indices),
-    materialised at construction so that :attr:`scales` pairs with what iteration yields.
+    materialised at construction so that :attr:`shares` pairs with what iteration yields.
 
     Each global batch is split into ``world`` contiguous parts by sequence count (dialogues
-    stay whole); ``scales[i]`` = ``world * n_rank / n_global`` utterances, the factor that
-    makes DDP's gradient mean equal the whole batch's per-utterance mean. A rank left without
-    a sequence (a last batch smaller than ``world``) repeats the batch's first one with scale 0,
-    so that every rank takes part in every step.
+    stay whole); ``shares[i]`` = ``n_rank / n_global`` utterances of batch i, from which the
+    trainer scales the rank's loss so that DDP's gradient mean is the whole batch's gradient.
+    A rank left without a sequence (a last batch smaller than ``world``) repeats the batch's
+    first one with share 0, so that every rank takes part in every step.
     """
 
     def __init__(self, batches, lengths: np.ndarray, rank: int, world: int):
-        self.batches, self.scales = [], []
+        self.batches, self.shares = [], []
         for batch in batches:
             batch = list(batch)
             part = np.array_split(np.asarray(batch, np.int64), world)[rank].tolist()
             total = float(sum(int(lengths[i]) for i in batch))
             if part:
                 self.batches.append(part)
-                self.scales.append(world * sum(int(lengths[i]) for i in part) / total)
+                self.shares.append(sum(int(lengths[i]) for i in part) / total)
             else:
                 self.batches.append(batch[:1])
-                self.scales.append(0.0)
+                self.shares.append(0.0)
 
     def __iter__(self):
         return iter(self.batches)

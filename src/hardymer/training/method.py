@@ -84,6 +84,10 @@ class Method(nn.Module):
     #: The published method row this one is shown beside when its own name differs: a
     #: reconstruction from a paper's abstract (``mran-like`` -> ``mran``); None: its own name.
     published_as: ClassVar[str | None] = None
+    #: How the training loss pools a batch's utterances: ``"mean"`` (per-utterance mean) or
+    #: ``"sum"`` — a distributed run scales each rank's loss by it (docs/scale.md); terms
+    #: over the batch as a whole (contrastive, HSIC, moments) see their rank's share only.
+    loss_reduction: ClassVar[str] = "mean"
     #: Whether cells store per-sample hardness that :meth:`hardness_plan` reads back
     #: (``hardymer hardness`` and the report's hardness section).
     records_hardness: ClassVar[bool] = False

@@ -291,6 +291,19 @@ class Trainer:
             atomic_write_text(self.out_dir / "metrics.jsonl",
                               "".join(json.dumps(r) + "\n" for r in state["history"]))
 
+    def _loss_scales(self, method, loader) -> list[float] | None:
+        """Distributed: the factor of each batch's loss on this rank such that DDP's mean of
+        the ranks' gradients is the gradient of the whole batch's loss — ``world * share`` of
+        a per-utterance mean, ``world`` (0 for an empty share) of a sum
+        (``Method.loss_reduction``); None in one process."""
+        shares = getattr(loader.batch_sampler, "shares", None)
+        if shares is None:
+            return None
+        w = self.dist.world
+        if method.loss_reduction == "sum":
+            return [w * float(s > 0) for s in shares]
+        return [w * s for s in shares]
+
     # --- one epoch ----------------------------------------------------------------------------
     def _run_epoch(self, method, step, optimizer, data, stage, epoch, metric, state) -> dict:
         """One epoch; ``step`` runs a loss computation (:meth:`Distributed.wrap`)."""
@@ -302,8 +315,7 @@ class Trainer:
         loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
                                    self.sampler_factory, cfg.batch_utterances,
                                    shard=(self.dist.rank, self.dist.world))
-        # (distributed) world * this rank's share of each global batch's utterances
-        scales = getattr(loader.batch_sampler, "scales", None)
+        scales = self._loss_scales(method, loader)
         sums: dict[str, float] = {}
         n_batches, n_utts, t0 = 0, 0, time.perf_counter()
         for b, batch in enumerate(loader):
