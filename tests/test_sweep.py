@@ -13,7 +13,7 @@ from hardymer.cli.main import app
 from hardymer.runs.store import ResultsStore
 from hardymer.reports.sweep import ReportError, write_sweep_report
 from hardymer.runs import sweep as sweep_mod
-from hardymer.runs.sweep import load_spec, run_sweep
+from hardymer.runs.sweep import Backend, load_spec, run_sweep
 
 SETS = ["momke:train.epochs=[1,2]", "momke:model.hidden=16", "momke:model.depth=1",
         "zero-fill:train.epochs=[3]", "train.lr=1e-3", "train.batch_size=8"]
@@ -342,3 +342,43 @@ def test_reference_variant_in_a_sweep_takes_the_users_changes(tmp_path):
     cfg = json.loads(row["config"])
     assert cfg["model"]["sup_form"] == "views" and cfg["model"]["finetune_scope"] == "fold"
     assert row["finetune_scope"] == "fold" and row["variant"] == "hardymer:reference"
+
+
+def test_ray_backend_without_ray_names_the_extra(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ray", None)          # as if not installed
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[cluster\]"'):
+        run_sweep(tiny_spec(), tmp_path / "s", progress=False, backend=Backend("ray"))
+    assert not (tmp_path / "s").exists()                   # said before anything is written
+    with pytest.raises(ValueError, match="--address is for --backend ray"):
+        run_sweep(tiny_spec(), tmp_path / "s", progress=False,
+                  backend=Backend("local", address="auto"))
+
+
+@pytest.mark.slow
+def test_ray_sweep_killed_and_resumed_equals_the_local_backend(tmp_path):
+    """Cells as Ray tasks on a local Ray with 2 CPUs (1 per cell): the driver is stopped
+    after 3 stored cells (pending tasks cancelled), the same call again finishes; the store
+    equals a local two-worker sweep's (one torch thread per cell in both) row for row."""
+    ray = pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]'")
+    seen = []
+
+    def kill_after_3(row):
+        seen.append(row)
+        if len(seen) == 3:
+            raise Killed
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(Killed):
+            run_sweep(tiny_spec(), tmp_path / "ray", progress=False, on_cell=kill_after_3,
+                      backend=Backend("ray", cpus=1))
+        assert len(ResultsStore(tmp_path / "ray" / "results.sqlite")) == 3
+        run_sweep(tiny_spec(), tmp_path / "ray", progress=False, backend=Backend("ray", cpus=1))
+    finally:
+        ray.shutdown()
+    run_sweep(tiny_spec(), tmp_path / "local", progress=False, workers=2)
+    got, want = (ResultsStore(tmp_path / d / "results.sqlite").frame() for d in ("ray", "local"))
+    cols = ["variant", "condition", "fold", "seed", "selected_epoch"] + \
+        [c for c in want if c.startswith(("val_", "test_"))]
+    assert len(got) == 8
+    pd.testing.assert_frame_equal(got[cols], want[cols])

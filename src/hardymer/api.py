@@ -27,7 +27,7 @@ from .runs.experiment import run_experiment
 from .runs.export import export_run
 from .runs.layout import source_id
 from .runs.store import ResultsStore
-from .runs.sweep import SweepSpec, Variant, run_sweep
+from .runs.sweep import Backend, SweepSpec, Variant, run_sweep
 
 
 def extract(source, out=None, **options) -> ExtractionReport:
@@ -121,11 +121,13 @@ def train(data: str | MERDataset, method: str = "momke",
 
 
 def sweep(spec: SweepSpec, out: str | Path, workers: int = 1,
-          progress: bool = True, on_plan=None) -> ResultsStore:
+          progress: bool = True, on_plan=None, backend: Backend | None = None) -> ResultsStore:
     """Run every unfinished cell of a grid (:class:`SweepSpec`, or
     :func:`hardymer.runs.sweep.load_spec` for a YAML file) into ``out``; ``on_plan`` (e.g.
-    ``print``) hears each variant's fold scheme and schedule before training starts."""
-    return run_sweep(spec, Path(out), workers=workers, progress=progress, on_plan=on_plan)
+    ``print``) hears each variant's fold scheme and schedule before training starts;
+    ``backend``: local processes (default) or Ray (:class:`hardymer.runs.sweep.Backend`)."""
+    return run_sweep(spec, Path(out), workers=workers, progress=progress, on_plan=on_plan,
+                     backend=backend or Backend())
 
 
 def report(sweep_dir: str | Path, out: str | Path, trust_pickle: bool = False,

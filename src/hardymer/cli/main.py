@@ -470,6 +470,17 @@ def sweep(
                                    "budget.scale=0.1 shortens every stage (repeatable)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes (each gets "
                                 "cores/workers torch threads)."),
+    backend: str = typer.Option("local", "--backend", help="'local' (this machine: --workers "
+                                "processes) or 'ray' (Ray tasks: a local Ray, or the cluster "
+                                "at --address; pip install -e \".[cluster]\"; docs/scale.md)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join, e.g. "
+                                          "auto or HEAD:6379 (--backend ray; default: start a "
+                                          "local Ray)."),
+    cpus_per_cell: float = typer.Option(1.0, "--cpus-per-cell", help="CPUs each Ray task asks "
+                                        "for, and its torch threads (a task trains one "
+                                        "variant × seed × fold: all its conditions)."),
+    gpus_per_cell: float = typer.Option(0.0, "--gpus-per-cell", help="GPUs each Ray task asks "
+                                        "for (fractions share a GPU)."),
     report: bool = typer.Option(True, help="Write the report into OUT/report when done."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=PICKLE_HELP),
     log: list[str] = typer.Option([], "--log", help=LOG_HELP),
@@ -489,9 +500,11 @@ def sweep(
       hardymer sweep --data data/iemocap4 --methods momke,hardymer,hardymer:no-h \\
           --conditions all --seeds 0,1,2 --workers 2 --out sweeps/iemocap
       hardymer sweep --config grid.yaml --out sweeps/g
+      hardymer sweep --config grid.yaml --backend ray --address auto --cpus-per-cell 4 \
+          --gpus-per-cell 1 --out /shared/sweeps/g
     """
     from .. import api
-    from ..runs.sweep import load_spec
+    from ..runs.sweep import Backend, load_spec
     _check_out(out)
     try:
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
@@ -512,7 +525,8 @@ def sweep(
                f"{', '.join(map(str, spec.seeds))} on {spec.data} -> {out}")
     t0 = time.perf_counter()
     try:
-        store = api.sweep(spec, out, workers=workers, progress=progress, on_plan=typer.echo)
+        store = api.sweep(spec, out, workers=workers, progress=progress, on_plan=typer.echo,
+                          backend=Backend(backend, address, cpus_per_cell, gpus_per_cell))
     except (ValueError, KeyError) as err:
         _fail(err.args[0] if isinstance(err, KeyError) else str(err))
     typer.echo(f"{len(store)} cells in {out / 'results.sqlite'} "

@@ -11,8 +11,11 @@ Work is split into *units* of (variant, seed, fold) — all conditions of a fold
 preparation and condition-independent stages. A unit whose cells are all in the store is
 skipped; otherwise it runs through :func:`run_experiment`, which reads finished cells back and
 resumes interrupted ones from their last checkpoint, so a killed sweep loses at most the epoch
-in progress. Units run in this process, or in ``workers`` spawned processes (each with
-``cpu_count // workers`` torch threads); only the parent writes the store.
+in progress. Units run in this process, in ``workers`` spawned processes (each with
+``cpu_count // workers`` torch threads), or as Ray tasks (``backend="ray"``: a local Ray, or a
+cluster at ``address``; each task asks for ``cpus_per_cell`` CPUs and ``gpus_per_cell`` GPUs
+and uses that many torch threads); only the parent (the driver) writes the store, so a killed
+driver loses no finished cell and the same command resumes.
 """
 from __future__ import annotations
 
@@ -274,20 +277,49 @@ def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,
     return [dict(r, unit_seconds=time.perf_counter() - t0) for r in recs]
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where units run: ``local`` (this process, or ``workers`` spawned ones) or ``ray``
+    (tasks on a local Ray, or on the cluster at ``address``, each asking for ``cpus`` CPUs
+    and ``gpus`` GPUs)."""
+
+    kind: str = "local"
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def check(self) -> None:
+        if self.kind not in ("local", "ray"):
+            raise ValueError(f"--backend {self.kind!r}: expected 'local' or 'ray'")
+        if self.kind == "ray":
+            if self.cpus <= 0 or self.gpus < 0:
+                raise ValueError(f"--cpus-per-cell {self.cpus} / --gpus-per-cell {self.gpus}: "
+                                 "expected CPUs > 0 and GPUs >= 0")
+            try:
+                import ray  # noqa: F401  (optional: the cluster extra)
+            except ImportError:
+                raise ValueError("--backend ray needs Ray: pip install -e \".[cluster]\" "
+                                 "(or pip install 'hardymer[cluster]')") from None
+        elif self.address is not None:
+            raise ValueError("--address is for --backend ray")
+
+
 def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = True,
               on_cell: Callable[[dict], None] | None = None,
-              on_plan: Callable[[str], None] | None = None) -> ResultsStore:
+              on_plan: Callable[[str], None] | None = None,
+              backend: Backend = Backend()) -> ResultsStore:
     """Run every unfinished cell of the grid into ``out``; returns the results store.
 
     Every variant's config and folds are checked before anything is written; the folder is
     held for the command (:meth:`SweepFolder.lock`). ``on_plan`` hears each variant's fold
     scheme and schedule; ``on_cell`` is called in the parent with each stored row (tests use
-    it to interrupt).
+    it to interrupt). ``backend``: where the units run (:class:`Backend`).
     """
     out = Path(out)
     check_out_folder(out, "sweep.json", "sweep")
     if workers < 1:
         raise ValueError(f"--workers {workers}: expected 1 or more processes")
+    backend.check()
     ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
     conds = []
     for c in spec.conditions:
@@ -317,10 +349,11 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
                         + schedule_text(cfg, ds, len(ids), len(cond_names)))
             units += [Unit(v, seed, k, cond_names) for k in ids]
     with SweepFolder(out).lock():
-        return _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell)
+        return _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell,
+                          backend)
 
 
-def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell):
+def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_cell, backend):
     folder = SweepFolder(out)
     atomic_write_json(folder.grid_path, _grid(out, spec))  # checked again, now under the lock
     store = folder.store()
@@ -353,7 +386,9 @@ def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_ce
             if on_cell is not None:
                 on_cell(row)
 
-    if workers <= 1:
+    if backend.kind == "ray":
+        _run_on_ray(out, spec, todo, backend, record)
+    elif workers <= 1:
         for u in todo:
             record(u, _run_unit(out, spec, u, None, progress=False))
     else:
@@ -371,6 +406,30 @@ def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_ce
         pool.shutdown()
     bar.close()
     return store
+
+
+def _run_on_ray(out, spec, todo, backend: Backend, record) -> None:
+    """Every unit as a Ray task; records arrive in the driver as tasks finish."""
+    import ray
+    started = not ray.is_initialized()
+    if started:   # a cluster at the address, or a local Ray of this machine's cores
+        ray.init(address=backend.address, include_dashboard=False, log_to_driver=False,
+                 **({} if backend.address else {"num_cpus": len(os.sched_getaffinity(0))}))
+    task = ray.remote(num_cpus=backend.cpus, num_gpus=backend.gpus)(_run_unit)
+    threads = max(1, int(backend.cpus))
+    pending = {task.remote(out, spec, u, threads, False): u for u in todo}
+    try:
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for ref in finished:
+                record(pending.pop(ref), ray.get(ref))
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)   # stop now; finished cells are kept
+        raise
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _grid(out: Path, spec: SweepSpec) -> dict:
