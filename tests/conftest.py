@@ -10,7 +10,9 @@ import torch
 from hardymer.data.dataset import MERDataset
 
 # HARDYMER_TEST_THREADS=1 for a test run beside another torch job (OpenMP spin-waits).
-torch.set_num_threads(int(os.environ.get("HARDYMER_TEST_THREADS", "2")))
+# Under pytest-xdist (the default run: two workers on two cores) each worker gets one thread.
+torch.set_num_threads(int(os.environ.get("HARDYMER_TEST_THREADS",
+                                         "1" if "PYTEST_XDIST_WORKER" in os.environ else "2")))
 # Data digests are cached per user (data/fingerprint.py): tests (and the CLI processes they
 # start, which inherit this) use a folder of their own, not ~/.cache.
 os.environ.setdefault("HARDYMER_CACHE", tempfile.mkdtemp(prefix="hardymer-cache-"))

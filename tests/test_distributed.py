@@ -46,17 +46,18 @@ def _run(dist, out: Path, method: str, sets: list[str], conditions: list[str]) -
     return run_experiment(cfg, ds, conds, [0], out, progress=False, dist=dist)
 
 
-def _worker(rank: int, world: int, port: int, out: str, method: str, sets: list[str],
-            conditions: list[str], report: str) -> None:
+def _worker(rank: int, world: int, port: int, jobs: list[tuple], report: str) -> None:
+    """Each job ``(out, method, sets, conditions)`` in turn, in one process group."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     dist = Distributed.from_env("cpu")
     writes = []
-    if rank:   # record every way rank 1 could write under the run folder
+    outs = tuple(job[0] for job in jobs)
+    if rank:   # record every way rank 1 could write under the run folders
         def watch(fn, mode_of):
             def wrapped(*a, **k):
                 path = str(a[0]) if a else ""
-                if path.startswith(out) and mode_of(a, k):
+                if path.startswith(outs) and mode_of(a, k):
                     writes.append(f"{fn.__name__} {path}")
                 return fn(*a, **k)
             return wrapped
@@ -66,17 +67,26 @@ def _worker(rank: int, world: int, port: int, out: str, method: str, sets: list[
         os.rename = watch(os.rename, lambda a, k: True)
         os.mkdir = watch(os.mkdir, lambda a, k: True)
         sqlite3.connect = watch(sqlite3.connect, lambda a, k: True)
-    records = _run(dist, Path(out), method, sets, conditions)
+    records = [_run(dist, Path(out), method, sets, conds) for out, method, sets, conds in jobs]
     Path(report).with_suffix(f".rank{rank}.json").write_text(
         json.dumps({"records": records, "writes": writes}))
     torch.distributed.destroy_process_group()
 
 
+def _two_processes_all(tmp_path: Path, jobs: list[tuple[str, list[str], list[str]]]):
+    """Jobs ``(method, sets, conditions)`` on 2 gloo processes (one start for all), each into
+    ``tmp_path/ddp-<method>``; returns the folders and, per rank, ``{"records": [per job],
+    "writes": [...]}``."""
+    outs = [tmp_path / f"ddp-{method}" for method, _, _ in jobs]
+    report = tmp_path / "report"
+    mp.spawn(_worker, args=(2, _free_port(), [(str(o), *job) for o, job in zip(outs, jobs)],
+                            str(report)), nprocs=2, join=True)
+    return outs, [json.loads(report.with_suffix(f".rank{r}.json").read_text()) for r in (0, 1)]
+
+
 def _two_processes(tmp_path: Path, method: str, sets: list[str], conditions: list[str]):
-    out, report = tmp_path / "ddp", tmp_path / "report"
-    mp.spawn(_worker, args=(2, _free_port(), str(out), method, sets, conditions, str(report)),
-             nprocs=2, join=True)
-    return out, [json.loads(report.with_suffix(f".rank{r}.json").read_text()) for r in (0, 1)]
+    outs, reports = _two_processes_all(tmp_path, [(method, sets, conditions)])
+    return outs[0], [{"records": r["records"][0], "writes": r["writes"]} for r in reports]
 
 
 def _weights(cell: Path) -> dict[str, torch.Tensor]:
@@ -98,16 +108,18 @@ def _files(root: Path) -> set[str]:
 KEYS = ("selected_epoch", "val_WA", "val_UA", "test_WA", "test_UA", "test_F1")
 
 
-@pytest.mark.parametrize("cond", ["at", "random:0.5"])
-def test_first_step_on_two_processes_equals_one_process(tmp_path, cond):
+def test_first_step_on_two_processes_equals_one_process(tmp_path):
     """One optimizer step (stage 1 skipped; one global batch of every training sequence,
-    split 8 / 8 between the ranks): the weights equal one process's to 1e-5."""
+    split 8 / 8 between the ranks), under a fixed condition and a random missing rate: the
+    weights equal one process's to 1e-5."""
     sets = SETS + ["train.epochs=[0,1]", "train.batch_size=64"]
-    out, reports = _two_processes(tmp_path, "momke", sets, [cond])
-    _run(SINGLE, tmp_path / "one", "momke", sets, [cond])
-    name = cond.replace(":", "-")
-    cell = next(p for p in (out / "fold0").iterdir() if p.name.startswith(name[:2]))
-    _same_weights(cell, tmp_path / "one" / "fold0" / cell.name, 1e-5)
+    conds = ["at", "random:0.5"]
+    out, reports = _two_processes(tmp_path, "momke", sets, conds)
+    _run(SINGLE, tmp_path / "one", "momke", sets, conds)
+    cells = sorted(p.name for p in (out / "fold0").iterdir() if p.name != "_shared")
+    assert len(cells) == 2
+    for cell in cells:
+        _same_weights(out / "fold0" / cell, tmp_path / "one" / "fold0" / cell, 1e-5)
     assert reports[1]["writes"] == []
 
 
@@ -196,16 +208,17 @@ FAMILIES = {"hardymer": 1e-4,    # fine-tuning and teacher by rank 0, plans on e
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_each_method_family_trains_on_two_processes(tmp_path, name):
-    sets = _family_sets(name)
-    out, reports = _two_processes(tmp_path, name, sets, ["at"])
+def test_each_method_family_trains_on_two_processes(tmp_path):
+    names = sorted(FAMILIES)
+    outs, reports = _two_processes_all(tmp_path, [(n, _family_sets(n), ["at"]) for n in names])
     assert reports[1]["writes"] == []
-    timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in rep["records"]]
-                for rep in reports]
-    assert timeless[0] == timeless[1]                            # every rank selects alike
-    assert (out / "fold0" / "at" / "result.json").is_file()
-    if FAMILIES[name] is not None:
-        one = _run(SINGLE, tmp_path / "one", name, sets, ["at"])
-        _same_weights(out / "fold0" / "at", tmp_path / "one" / "fold0" / "at", FAMILIES[name])
-        assert reports[0]["records"][0]["test_WA"] == pytest.approx(one[0]["test_WA"])
+    for j, (name, out) in enumerate(zip(names, outs)):
+        timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in rep["records"][j]]
+                    for rep in reports]
+        assert timeless[0] == timeless[1], name                   # every rank selects alike
+        assert (out / "fold0" / "at" / "result.json").is_file()
+        if FAMILIES[name] is not None:
+            one = _run(SINGLE, tmp_path / f"one-{name}", name, _family_sets(name), ["at"])
+            _same_weights(out / "fold0" / "at", tmp_path / f"one-{name}" / "fold0" / "at",
+                          FAMILIES[name])
+            assert reports[0]["records"][j][0]["test_WA"] == pytest.approx(one[0]["test_WA"])
