@@ -107,6 +107,8 @@ def test_hardymer_train_and_evaluate_on_its_fine_tuned_features(hardy_run):
     _, out = hardy_run
     assert (out / "fold0" / "_shared" / "hardymer" / "finetune" / "finetune.json").is_file()
     assert (out / "fold0" / "_shared" / "hardymer" / "teacher" / "last.json").is_file()
+    searched = json.loads((out / "fold0" / "at" / "curriculum" / "database.json").read_text())
+    assert searched["kind"] == "flat" and searched["n"] > 0        # the index the plans used
     res = invoke("evaluate", out, "--condition", "at", "--json")
     assert res.exit_code == 0, res.output
     rec = Run(out).records()

@@ -350,6 +350,10 @@ def test_ray_backend_without_ray_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r'pip install -e "\.\[cluster\]"'):
         run_sweep(tiny_spec(), tmp_path / "s", progress=False, backend=Backend("ray"))
     assert not (tmp_path / "s").exists()                   # said before anything is written
+    monkeypatch.setenv("WORLD_SIZE", "2")                 # under torchrun
+    with pytest.raises(ValueError, match="start it without torchrun"):
+        run_sweep(tiny_spec(), tmp_path / "s", progress=False)
+    monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(ValueError, match="--address is for --backend ray"):
         run_sweep(tiny_spec(), tmp_path / "s", progress=False,
                   backend=Backend("local", address="auto"))

@@ -39,10 +39,17 @@ import numpy as np
 from ..data.validate import DataError
 
 Metric = Literal["cosine", "l2"]
-IndexKind = Literal["flat", "ivf", "hnsw"]
+IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw", "auto"]
 
 METRICS = ("cosine", "l2")
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("flat", "ivf", "ivfpq", "hnsw", "auto")
+# ``kind="auto"``: exact search up to this many vectors, IVF-PQ above. A plan searches every
+# training sample against the database (N queries): exact search costs N^2 d, about 100 s at
+# N = 10^5, d = 1024 on 2 cores, and its index holds a float32 copy (4 GB per modality at
+# 10^6 x 1024); IVF-PQ holds d/8 bytes a vector and probes a few lists (bench/scale.py).
+AUTO_EXACT_UP_TO = 100_000
+# Floats of candidate vectors gathered at once when re-ranking IVF-PQ results (64 MiB).
+_REFINE_FLOATS = 16 * 2 ** 20
 # Rows converted to float32 and added per step: bounds the transient copy (65,536 x 1024 float32
 # = 256 MiB) so that a read-only memory map larger than memory can be indexed.
 CHUNK_ROWS = 65_536
@@ -181,7 +188,8 @@ class FeatureDatabase:
               metrics: Mapping[str, Metric] | None = None, kind: IndexKind = "flat",
               nlist: int | None = None, nprobe: int = 8, hnsw_m: int = 32, ef_search: int = 64,
               ef_construction: int = 40, seed: int = 0, chunk_rows: int = CHUNK_ROWS,
-              n_threads: int | None = None) -> "FeatureDatabase":
+              n_threads: int | None = None, pq_m: int | None = None,
+              refine: int = 8) -> "FeatureDatabase":
         """Index the complete features of N training samples, one index per modality.
 
         Parameters
@@ -195,9 +203,14 @@ class FeatureDatabase:
         metrics : dict of str -> {"cosine", "l2"}, optional
             Per modality; missing entries fall back to :func:`default_metrics` (text cosine,
             others L2).
-        kind : {"flat", "ivf", "hnsw"}
+        kind : {"flat", "ivf", "ivfpq", "hnsw", "auto"}
             ``"flat"``: exact. ``"ivf"``: ``IndexIVFFlat`` with ``nlist`` lists, ``nprobe``
-            probed. ``"hnsw"``: ``IndexHNSWFlat`` with ``hnsw_m`` links, ``ef_search``.
+            probed. ``"ivfpq"``: ``IndexIVFPQ``, the same lists holding product-quantised
+            codes of ``pq_m`` bytes (default :func:`default_pq_m`: d / 8). ``"hnsw"``:
+            ``IndexHNSWFlat`` with ``hnsw_m`` links, ``ef_search``. ``"auto"``: ``"flat"`` up
+            to :data:`AUTO_EXACT_UP_TO` vectors, ``"ivfpq"`` above (the chosen kind is
+            :attr:`kind`). Its results are re-ranked by exact distance over ``refine`` × k
+            candidates when the raw features are at hand.
         nlist : int, optional
             IVF lists; default :func:`default_nlist` (4 sqrt(N), capped at N / 39).
         nprobe : int
@@ -239,29 +252,44 @@ class FeatureDatabase:
         metrics = _check_metrics(metrics, modalities)
         if kind not in INDEX_KINDS:
             raise ValueError(f"Expected kind in {INDEX_KINDS}, got {kind!r}.")
+        if kind == "auto":
+            kind = "flat" if n <= AUTO_EXACT_UP_TO else "ivfpq"
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}.")
         faiss.omp_set_num_threads(resolve_threads(n_threads))
 
         nl = default_nlist(n) if nlist is None else int(nlist)
-        if kind == "ivf" and not 1 <= nl <= n:
+        ivf = kind in ("ivf", "ivfpq")
+        if ivf and not 1 <= nl <= n:
             raise ValueError(f"nlist must be in [1, N={n}], got {nl}.")
+        pq = {m: default_pq_m(x.shape[1]) if pq_m is None else int(pq_m)
+              for m, x in features.items()}
+        if kind == "ivfpq":
+            for m, x in features.items():
+                if pq[m] < 1 or x.shape[1] % pq[m]:
+                    raise ValueError(f"pq_m={pq[m]} must divide modality {m!r}'s dimension "
+                                     f"{x.shape[1]}")
         params = {"nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search),
                   "ef_construction": int(ef_construction), "seed": int(seed),
-                  "nlist": nl if kind == "ivf" else None}
+                  "nlist": nl if ivf else None, "pq_m": pq if kind == "ivfpq" else None,
+                  "refine": int(refine) if kind == "ivfpq" else None}
         indexes = {}
         for m in modalities:
             x = features[m]
             cosine = metrics[m] == "cosine"
-            index = _new_index(kind, x.shape[1], cosine, params)
-            if kind == "ivf":
+            index = _new_index(kind, x.shape[1], cosine, params, m)
+            if ivf:
                 # Sorted sample rows: a memory map reads them front to back.
                 rng = np.random.default_rng([seed, modalities.index(m)])
-                n_train = min(n, _TRAIN_POINTS_PER_CENTROID * nl)
+                # (PQ's 256 codewords per sub-vector want >= 39 x 256 points as well)
+                n_train = min(n, max(_TRAIN_POINTS_PER_CENTROID * nl,
+                                     _MIN_POINTS_PER_CENTROID * 256 if kind == "ivfpq" else 0))
                 rows = np.sort(rng.choice(n, size=n_train, replace=False))
                 train = _as_float32_chunk(x[rows], cosine)
                 _check_finite(train, m)
                 index.cp.seed = int(seed)
+                if kind == "ivfpq":
+                    index.pq.cp.seed = int(seed)
                 # Inner-product lists: unit-norm centroids, so the coarse step ranks by cosine.
                 index.cp.spherical = cosine
                 index.train(train)
@@ -338,7 +366,11 @@ class FeatureDatabase:
         # and starve torch's threads in the next training step (measured: 7x slower steps).
         threads = resolve_threads(self.n_threads) if len(q) >= _THREADED_QUERIES else 1
         faiss.omp_set_num_threads(threads)
-        raw, rows = index.search(q, int(k))  # (Q, k), (Q, k)
+        refine = int(self.params.get("refine") or 1) if self.kind == "ivfpq" else 1
+        if refine > 1 and self.features is not None:
+            raw, rows = self._refined(modality, q, int(k), refine, cosine)
+        else:
+            raw, rows = index.search(q, int(k))  # (Q, k), (Q, k)
         missing = rows < 0
         # FAISS reports squared L2 and raw inner products; convert to "smaller is closer".
         if cosine:
@@ -347,6 +379,30 @@ class FeatureDatabase:
             dist = np.sqrt(np.maximum(raw, 0.0))
         dist = np.where(missing, np.inf, dist).astype(np.float32)
         return dist, rows.astype(np.int64)
+
+    def _refined(self, modality, q, k, refine, cosine):
+        """IVF-PQ candidates (k * refine per query) re-ranked by exact distance to the raw
+        features (read by row, so a memory map stays on disk): FAISS's IndexRefineFlat,
+        without a second float32 copy of the database."""
+        raw_c, rows_c = self.indexes[modality].search(q, k * refine)   # (Q, k r)
+        x = self.features[modality]
+        out_raw = np.empty((len(q), k), np.float32)
+        out_rows = np.empty((len(q), k), np.int64)
+        step = max(1, _REFINE_FLOATS // max(1, k * refine * q.shape[1]))
+        for s0 in range(0, len(q), step):
+            r = rows_c[s0:s0 + step]                                    # (c, k r)
+            flat = np.maximum(r, 0).ravel()
+            order = np.argsort(flat, kind="stable")                    # sorted reads of a map
+            cand = np.empty((len(flat), q.shape[1]), np.float32)
+            cand[order] = _as_float32_chunk(x[flat[order]], cosine)
+            cand = cand.reshape(r.shape + (q.shape[1],))               # (c, k r, d)
+            qq = q[s0:s0 + step, None, :]
+            exact = (cand * qq).sum(-1) if cosine else ((cand - qq) ** 2).sum(-1)
+            exact = np.where(r < 0, -np.inf if cosine else np.inf, exact)
+            best = np.argsort(-exact if cosine else exact, axis=1, kind="stable")[:, :k]
+            out_raw[s0:s0 + step] = np.take_along_axis(exact, best, 1)
+            out_rows[s0:s0 + step] = np.take_along_axis(r, best, 1)
+        return out_raw, out_rows
 
     def search(self, modality: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest database samples of each query in one modality.
@@ -455,7 +511,16 @@ class FeatureDatabase:
 
 
 # ---------------------------------------------------------------------- helpers
-def _new_index(kind: str, d: int, cosine: bool, params: dict) -> faiss.Index:
+def default_pq_m(d: int) -> int:
+    """Bytes of a product-quantised vector: the largest divisor of ``d`` not above
+    ``max(1, d // 8)`` (1024 -> 128: 32x less memory than float32)."""
+    for m in range(max(1, d // 8), 0, -1):
+        if d % m == 0:
+            return m
+    return 1
+
+
+def _new_index(kind: str, d: int, cosine: bool, params: dict, modality: str) -> faiss.Index:
     metric = faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2
     if kind == "flat":
         return faiss.IndexFlatIP(d) if cosine else faiss.IndexFlatL2(d)
@@ -463,6 +528,10 @@ def _new_index(kind: str, d: int, cosine: bool, params: dict) -> faiss.Index:
         quantizer = faiss.IndexFlatIP(d) if cosine else faiss.IndexFlatL2(d)
         # faiss's Python wrapper keeps a reference to the quantizer on the index object.
         index = faiss.IndexIVFFlat(quantizer, d, params["nlist"], metric)
+    elif kind == "ivfpq":
+        quantizer = faiss.IndexFlatIP(d) if cosine else faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFPQ(quantizer, d, params["nlist"], params["pq_m"][modality], 8,
+                                 metric)
     else:
         index = faiss.IndexHNSWFlat(d, params["hnsw_m"], metric)
         index.hnsw.efConstruction = params["ef_construction"]
@@ -471,7 +540,7 @@ def _new_index(kind: str, d: int, cosine: bool, params: dict) -> faiss.Index:
 
 
 def _apply_search_params(index: faiss.Index, kind: str, params: dict) -> None:
-    if kind == "ivf":
+    if kind in ("ivf", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
     elif kind == "hnsw":
         faiss.downcast_index(index).hnsw.efSearch = int(params["ef_search"])

@@ -316,6 +316,10 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
     it to interrupt). ``backend``: where the units run (:class:`Backend`).
     """
     out = Path(out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("hardymer sweep runs its cells in parallel itself (--workers N, or "
+                         "--backend ray for a cluster); start it without torchrun, which is "
+                         "for one `hardymer train` on several GPUs or machines")
     check_out_folder(out, "sweep.json", "sweep")
     if workers < 1:
         raise ValueError(f"--workers {workers}: expected 1 or more processes")

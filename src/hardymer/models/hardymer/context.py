@@ -205,6 +205,12 @@ class FoldContext:
         if not self.condition_is_random:  # a random condition has a new mask every epoch
             self._plans = {(workdir, key): plan}
         if workdir is not None:
+            searched = workdir / "curriculum" / "database.json"
+            if self.database is not None and not searched.is_file():
+                # which index the plans searched (model.index=auto chooses by size)
+                atomic_write_json(searched, {"kind": self.database.kind,
+                                             "n": len(self.database),
+                                             "params": self.database.params})
             index = workdir / "curriculum" / "epochs.json"
             have = json.loads(index.read_text()) if index.is_file() else {}
             if have.get(str(epoch)) != key:

@@ -123,7 +123,8 @@ class HardyConfig(MoMKEConfig):
     reference_compat: bool = False     # all reference choices above at once
     plan_scope: str = "fold"           # "step": teacher + FAISS inside every step (reference
                                        # cost profile; for benchmarks)
-    index: str = "flat"                # "ivf" or "hnsw" for large databases
+    index: str = "flat"                # "ivf", "ivfpq", "hnsw" or "auto" (exact up to 10^5
+                                       # vectors, IVF-PQ above) for large databases
     row_bug: bool = False              # reference: masks/hardness on transposed rows
     # teacher
     teacher_kind: str = "ours"         # "reference": EasyReconstructModel, entropy MI
@@ -164,7 +165,7 @@ _CHOICES = {"rec_norm": ("mse", "l2"), "sup_form": ("auto", "weights", "explicit
             "hardness_fusion": ("sum", "sigmoid"), "hardness_norm": ("minmax", "rank"),
             "hardness_scope": ("train", "batch"), "k_rule": ("ceil", "floor+1"),
             "ranking": ("combined", "merge-order"), "support_labels": ("own", "query"),
-            "plan_scope": ("fold", "step"), "index": ("flat", "ivf", "hnsw"),
+            "plan_scope": ("fold", "step"), "index": ("flat", "ivf", "ivfpq", "hnsw", "auto"),
             "teacher_mask": ("random", "condition"),
             "ind_estimator": ("label-pmi", "infonce"), "teacher_features": ("raw", "finetuned"),
             "dir_error": ("mse", "whitened"), "view_steps": ("batch", "view"),
