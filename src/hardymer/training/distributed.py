@@ -105,8 +105,8 @@ class Distributed:
         """A callable that runs one loss computation so that its backward averages the
         gradients over the ranks (DistributedDataParallel); in one process, it just calls."""
         step = StepModule(method)
-        if not self.active:
-            return step
+        if not self.active or not any(p.requires_grad for p in method.parameters()):
+            return step   # (DDP refuses a module with nothing to train: nothing to reduce)
         dev = next(method.parameters()).device
         return nn.parallel.DistributedDataParallel(
             step, device_ids=[dev.index] if dev.type == "cuda" else None,
