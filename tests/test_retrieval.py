@@ -361,3 +361,28 @@ def test_ivfpq_reranks_exactly_and_auto_picks_by_size(monkeypatch):
     assert auto.kind == "ivfpq" and recall(auto) > 0.95
     with pytest.raises(ValueError, match="pq_m=5 must divide modality 'a'"):
         FeatureDatabase.build({"a": x}, kind="ivfpq", pq_m=5)
+
+
+def test_gpu_search_is_asked_for_by_device_and_guarded(monkeypatch):
+    """device="cuda": with faiss-cpu (this machine) a warning says the search stays on CPU and
+    the results are the CPU ones; with a FAISS that has GPU support (faked here: no GPU on
+    this machine) each index goes through index_cpu_to_gpu, except HNSW (no GPU form)."""
+    import faiss
+    x = clustered(n=500)
+    cpu = FeatureDatabase.build({"a": x, "b": x[:, :8]})
+    if not hasattr(faiss, "StandardGpuResources"):
+        with pytest.warns(UserWarning, match="searches on CPU"):
+            gpu = FeatureDatabase.build({"a": x, "b": x[:, :8]}, device="cuda")
+        np.testing.assert_array_equal(gpu.search("a", x[:20], 5)[1], cpu.search("a", x[:20], 5)[1])
+    moved = []
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: "res", raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu",
+                        lambda res, gpu, index: moved.append((res, gpu, index.d)) or index,
+                        raising=False)
+    FeatureDatabase.build({"a": x, "b": x[:, :8]}, device="cuda:1")
+    assert moved == [("res", 1, 32), ("res", 1, 8)]
+    moved.clear()
+    with pytest.warns(UserWarning, match="no GPU form of HNSW"):
+        FeatureDatabase.build({"a": x}, kind="hnsw", device="cuda")
+    assert moved == []

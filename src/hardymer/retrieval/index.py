@@ -30,6 +30,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal, Mapping
 
@@ -189,7 +190,7 @@ class FeatureDatabase:
               nlist: int | None = None, nprobe: int = 8, hnsw_m: int = 32, ef_search: int = 64,
               ef_construction: int = 40, seed: int = 0, chunk_rows: int = CHUNK_ROWS,
               n_threads: int | None = None, pq_m: int | None = None,
-              refine: int = 8) -> "FeatureDatabase":
+              refine: int = 8, device: str = "cpu") -> "FeatureDatabase":
         """Index the complete features of N training samples, one index per modality.
 
         Parameters
@@ -223,6 +224,10 @@ class FeatureDatabase:
             Rows per add step.
         n_threads : int, optional
             FAISS threads; default :func:`resolve_threads`.
+        device : {"cpu", "cuda", "cuda:N"}
+            Where the indexes search: on a GPU (``faiss.index_cpu_to_gpu``; HNSW has no GPU
+            form and stays on CPU) when FAISS was built with GPU support and sees one, else
+            on CPU with a warning (``faiss-cpu`` has none).
 
         Returns
         -------
@@ -298,6 +303,8 @@ class FeatureDatabase:
                 _check_finite(chunk, m, start)
                 index.add(chunk)
             indexes[m] = index
+        if str(device).startswith("cuda"):
+            indexes = _to_gpu(indexes, kind, int(str(device).partition(":")[2] or 0))
         return cls(indexes, ids, metrics, kind, params, features=dict(features),
                    n_threads=n_threads)
 
@@ -443,6 +450,8 @@ class FeatureDatabase:
         # Files named by position: a modality name need not be a valid file name.
         files = {m: f"index_{i:02d}.faiss" for i, m in enumerate(self.modalities)}
         for m, index in self.indexes.items():
+            if _on_gpu(index):
+                index = faiss.index_gpu_to_cpu(index)
             faiss.write_index(index, str(directory / files[m]))
         np.save(directory / "ids.npy", self.ids, allow_pickle=False)
         meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "n": len(self),
@@ -511,6 +520,28 @@ class FeatureDatabase:
 
 
 # ---------------------------------------------------------------------- helpers
+def gpu_faiss_available() -> bool:
+    """Whether this FAISS has GPU support and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _on_gpu(index) -> bool:
+    return type(index).__name__.startswith("Gpu")
+
+
+def _to_gpu(indexes: dict, kind: str, gpu: int) -> dict:
+    if kind == "hnsw":
+        warnings.warn("FAISS has no GPU form of HNSW: its search stays on CPU", stacklevel=3)
+        return indexes
+    if not gpu_faiss_available():
+        warnings.warn("this FAISS has no GPU support or sees no GPU (faiss-cpu): the feature "
+                      "database searches on CPU; pip install a GPU build of FAISS (e.g. "
+                      "faiss-gpu-cu12) for GPU search", stacklevel=3)
+        return indexes
+    res = faiss.StandardGpuResources()
+    return {m: faiss.index_cpu_to_gpu(res, gpu, index) for m, index in indexes.items()}
+
+
 def default_pq_m(d: int) -> int:
     """Bytes of a product-quantised vector: the largest divisor of ``d`` not above
     ``max(1, d // 8)`` (1024 -> 128: 32x less memory than float32)."""

@@ -141,7 +141,8 @@ class FoldContext:
         if cfg.retrieval:
             feats = {m: np.asarray(dataset.features[m][self.complete_ids], np.float32)
                      for m in dataset.modalities}
-            self.database = FeatureDatabase.build(feats, ids=self.complete_ids, kind=cfg.index)
+            self.database = FeatureDatabase.build(feats, ids=self.complete_ids, kind=cfg.index,
+                                                  device=str(device))
         self.condition_is_random = False
         self._ref = None
         self._plans: dict = {}
