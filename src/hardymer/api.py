@@ -112,7 +112,7 @@ def train(data: str | MERDataset, method: str = "momke",
     if isinstance(data, MERDataset):
         ds, source = data, data_source or ""
     else:
-        ds, source = open_data(data, allow_pickle=trust_pickle), data_source or source_id(data)
+        ds, source = open_data(data, allow_pickle=trust_pickle, mmap=True), data_source or source_id(data)
     cfg = config or run_config(method, ds.family, overrides, protocol=protocol)
     conds = conditions_of(conditions, ds.modalities)
     return run_experiment(cfg, ds, conds, None if folds is None else list(folds),

@@ -54,11 +54,13 @@ def _setup() -> None:
     warnings.showwarning = show
 
 
-def _open(source: str, trust_pickle: bool = False):
+def _open(source: str, trust_pickle: bool = False, mmap: bool = True):
+    """The data set; a generic folder's features through read-only memory maps (pages are
+    read as batches need them and shared between processes; ``mmap=False`` loads them)."""
     from ..data import open_data
     from ..data.validate import DataError
     try:
-        return open_data(source, allow_pickle=trust_pickle)
+        return open_data(source, allow_pickle=trust_pickle, mmap=mmap)
     except (DataError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
 
@@ -257,6 +259,9 @@ def train(
                                           "reference code's choices (sigmoid fusion, per-batch "
                                           "min-max, floor(h k)+1 supports, a-v-t merge order, "
                                           "query labels for supports)."),
+    mmap: bool = typer.Option(True, help="Read a generic folder's features through memory "
+                              "maps (default: memory holds what batches touch, and the kernel "
+                              "may drop it); --no-mmap loads them whole."),
     log: list[str] = typer.Option([], "--log", help=LOG_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -281,7 +286,7 @@ def train(
     from ..training import tracking
     fold_ids = [fold] if fold is not None else _fold_ids(folds)
     _check_out(out)
-    ds = _open(data, trust_pickle)
+    ds = _open(data, trust_pickle, mmap)
     overrides = list(set_) + ([f"train.folds_scheme={folds_scheme}"] if folds_scheme else []) \
         + tracking.override(log)
     try:

@@ -268,7 +268,7 @@ def _run_unit(out: Path, spec: SweepSpec, unit: Unit, threads: int | None,
         torch.set_num_threads(threads)
     with warnings.catch_warnings():  # what loading leaves out was said when the sweep began
         warnings.simplefilter("ignore", DataWarning)
-        ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
+        ds = open_data(spec.data, allow_pickle=spec.trust_pickle, mmap=True)
     cfg = _config(spec, unit.variant, unit.seed, ds.family)
     conds = [parse_condition(c, ds.modalities) for c in unit.conditions]
     t0 = time.perf_counter()
@@ -324,7 +324,7 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
     if workers < 1:
         raise ValueError(f"--workers {workers}: expected 1 or more processes")
     backend.check()
-    ds = open_data(spec.data, allow_pickle=spec.trust_pickle)
+    ds = open_data(spec.data, allow_pickle=spec.trust_pickle, mmap=True)
     conds = []
     for c in spec.conditions:
         conds += (all_fixed_conditions(ds.modalities) if c == "all"

@@ -134,7 +134,7 @@ def transform(net: FeatureFinetuner, x: np.ndarray, device: torch.device,
     concat = getattr(net, "output", "finetuned") == "concat"
     out = np.empty((x.shape[0], x.shape[1] * (2 if concat else 1)), dtype=np.float32)
     for a in range(0, x.shape[0], chunk):
-        raw = np.asarray(x[a:a + chunk], np.float32)
+        raw = np.array(x[a:a + chunk], np.float32)   # a writable copy of the chunk (x: a map)
         ft = net.features(torch.from_numpy(raw).to(device)).cpu().numpy()
         out[a:a + chunk] = np.concatenate([raw, ft], 1) if concat else ft
     return out
