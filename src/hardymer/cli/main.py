@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -284,6 +283,7 @@ def train(
     from ..protocol.splits import make_folds
     from ..runs.experiment import check_run, checked_fold_ids, schedule_text
     from ..training import tracking
+    from ..training.distributed import launched
     fold_ids = [fold] if fold is not None else _fold_ids(folds)
     _check_out(out)
     ds = _open(data, trust_pickle, mmap)
@@ -301,7 +301,8 @@ def train(
         _fail(str(err))
     conds = _conditions(condition, ds)
     # Under torchrun every process runs this command; rank 0 alone speaks and writes.
-    echo = typer.echo if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
+    main = launched()[0] == 0
+    echo = typer.echo if main else (lambda *a, **k: None)
     echo(f"{ds.summary()}\nmethod {method}, protocol {cfg.train.protocol}, folds "
                f"{all_folds[0].scheme} ({', '.join(f.name for f in all_folds)}), conditions "
                f"{', '.join(c.name for c in conds)}, out {out}")
@@ -316,7 +317,7 @@ def train(
                             config=cfg, data_source=api.source_id(data), progress=progress)
     except ValueError as err:
         _fail(str(err))
-    if echo is typer.echo:
+    if main:
         _report(out, records, ds.task, f"{method} on {ds.name} ({cfg.train.protocol} selection)")
     echo(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
 

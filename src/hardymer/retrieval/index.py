@@ -267,16 +267,17 @@ class FeatureDatabase:
         ivf = kind in ("ivf", "ivfpq")
         if ivf and not 1 <= nl <= n:
             raise ValueError(f"nlist must be in [1, N={n}], got {nl}.")
-        pq = {m: default_pq_m(x.shape[1]) if pq_m is None else int(pq_m)
-              for m, x in features.items()}
+        pq = None
         if kind == "ivfpq":
+            pq = {m: default_pq_m(x.shape[1]) if pq_m is None else int(pq_m)
+                  for m, x in features.items()}
             for m, x in features.items():
                 if pq[m] < 1 or x.shape[1] % pq[m]:
                     raise ValueError(f"pq_m={pq[m]} must divide modality {m!r}'s dimension "
                                      f"{x.shape[1]}")
         params = {"nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search),
                   "ef_construction": int(ef_construction), "seed": int(seed),
-                  "nlist": nl if ivf else None, "pq_m": pq if kind == "ivfpq" else None,
+                  "nlist": nl if ivf else None, "pq_m": pq,
                   "refine": int(refine) if kind == "ivfpq" else None}
         indexes = {}
         for m in modalities:
@@ -391,7 +392,7 @@ class FeatureDatabase:
         """IVF-PQ candidates (k * refine per query) re-ranked by exact distance to the raw
         features (read by row, so a memory map stays on disk): FAISS's IndexRefineFlat,
         without a second float32 copy of the database."""
-        raw_c, rows_c = self.indexes[modality].search(q, k * refine)   # (Q, k r)
+        _, rows_c = self.indexes[modality].search(q, k * refine)       # (Q, k r)
         x = self.features[modality]
         out_raw = np.empty((len(q), k), np.float32)
         out_rows = np.empty((len(q), k), np.int64)

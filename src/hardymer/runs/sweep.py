@@ -42,6 +42,7 @@ from ..models import METHODS, get_method_class
 from ..protocol.conditions import all_fixed_conditions, parse_condition
 from ..protocol.splits import make_folds
 from ..training import tracking as trackers
+from ..training.distributed import launched
 from .config import load_run_config
 from .experiment import check_run, checked_fold_ids, run_experiment, schedule_text
 from .layout import Run, check_out_folder, dataset_meta, source_id, versions
@@ -316,7 +317,7 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, progress: bool = Tru
     it to interrupt). ``backend``: where the units run (:class:`Backend`).
     """
     out = Path(out)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched()[1] > 1:
         raise ValueError("hardymer sweep runs its cells in parallel itself (--workers N, or "
                          "--backend ray for a cluster); start it without torchrun, which is "
                          "for one `hardymer train` on several GPUs or machines")

@@ -32,6 +32,12 @@ from torch import nn
 DEFAULT_TIMEOUT_S = 6 * 3600
 
 
+def launched() -> tuple[int, int]:
+    """``(rank, world)`` as torchrun's environment gives them (``(0, 1)`` without torchrun),
+    read without joining the group: for code that must only know whether it speaks."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @dataclass(frozen=True)
 class Distributed:
     """One process's place in a data-parallel group (``world == 1``: not distributed)."""
@@ -52,10 +58,10 @@ class Distributed:
     def from_env(cls, device: str = "auto") -> "Distributed":
         """The group torchrun describes in the environment (joined on first use), or
         :data:`SINGLE` when ``WORLD_SIZE`` is unset or 1."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank, world = launched()
         if world <= 1:
             return SINGLE
-        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         if not tdist.is_initialized():
             cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
             if cuda:
@@ -64,6 +70,11 @@ class Distributed:
             tdist.init_process_group("nccl" if cuda else "gloo",
                                      timeout=timedelta(seconds=timeout))
         return cls(rank, world, local)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """``(rank, world)``: which share of a split or batch is this rank's."""
+        return self.rank, self.world
 
     def device(self, device: torch.device) -> torch.device:
         """This rank's device: ``cuda:LOCAL_RANK`` when the run is on CUDA."""
@@ -94,12 +105,10 @@ class Distributed:
 
     def mean_of(self, values: dict[str, float]) -> dict[str, float]:
         """Each key's mean over the ranks (log values; keys must agree)."""
-        if not self.active or not values:
+        if not self.active:
             return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-        tdist.all_reduce(t)
-        return {k: float(v) / self.world for k, v in zip(keys, t)}
+        every = self.gather_objects(values)   # (an object collective: any backend, any device)
+        return {k: sum(v[k] for v in every) / self.world for k in values}
 
     def wrap(self, method: nn.Module) -> "StepModule":
         """A callable that runs one loss computation so that its backward averages the

@@ -150,17 +150,12 @@ class Trainer:
         self.device = dist.device(resolve_device(config.device))
 
     @property
-    def rank(self) -> int:
-        return self.dist.rank
-
-    @property
     def writes(self) -> bool:
         return self.out_dir is not None and self.dist.is_main
 
     def _eval(self, method, data, split: str) -> dict[str, float]:
-        shard = (self.dist.rank, self.dist.world)
         return evaluate(method, data.eval_loader(split, self.config.eval_batch_size,
-                                                 shard=shard), self.device, self.dist)
+                                                 shard=self.dist.shard), self.device, self.dist)
 
     def fit(self, method: Method, data: FoldData, stages: list[Stage] | None = None,
             init_from: Path | None = None, final_eval: bool = True) -> FitResult:
@@ -314,7 +309,7 @@ class Trainer:
             group.update(method.optimizer_settings(stage))
         loader = data.train_loader(epoch, stage.apply_condition, cfg.batch_size,
                                    self.sampler_factory, cfg.batch_utterances,
-                                   shard=(self.dist.rank, self.dist.world))
+                                   shard=self.dist.shard)
         scales = self._loss_scales(method, loader)
         sums: dict[str, float] = {}
         n_batches, n_utts, t0 = 0, 0, time.perf_counter()
