@@ -415,7 +415,7 @@ def _run_units(out, spec, ds, cond_names, plans, units, workers, progress, on_ce
 
 def _run_on_ray(out, spec, todo, backend: Backend, record) -> None:
     """Every unit as a Ray task; records arrive in the driver as tasks finish."""
-    import ray
+    import ray  # optional (the cluster extra): imported only for --backend ray
     started = not ray.is_initialized()
     if started:   # a cluster at the address, or a local Ray of this machine's cores
         ray.init(address=backend.address, include_dashboard=False, log_to_driver=False,
