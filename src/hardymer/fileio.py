@@ -50,6 +50,19 @@ def atomic_save_npy(path: Path, array) -> None:
         np.save(tmp, array)
 
 
+@contextmanager
+def atomic_memmap(path: Path, shape: tuple[int, ...], dtype=np.float32) -> Iterator[np.memmap]:
+    """A writable ``.npy`` memory map of ``shape`` to fill in chunks (an array larger than
+    memory never exists whole); flushed and renamed onto ``path`` if the block succeeds."""
+    with atomic_path(path) as tmp:
+        x = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        try:
+            yield x
+            x.flush()
+        finally:
+            del x
+
+
 def _json_default(o):
     if hasattr(o, "item"):
         return o.item()

@@ -12,14 +12,18 @@ and off otherwise: the papers' feature sets are used as they are, as the papers 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
+from ..fileio import atomic_memmap, atomic_path, atomic_write_json
 from .dataset import MERDataset
 
+# Rows standardised at once: 16,384 x 1024 float64 = 128 MiB per transient copy.
+CHUNK_ROWS = 16_384
 CHOICES = {"auto": None, "true": True, "on": True, "yes": True, "false": False, "off": False,
            "no": False}
 
@@ -41,29 +45,53 @@ class FoldScaler:
     std: dict[str, np.ndarray]
 
     @classmethod
-    def fit(cls, dataset: MERDataset, train_rows: np.ndarray, floor: float = 1e-6
-            ) -> "FoldScaler":
+    def fit(cls, dataset: MERDataset, train_rows: np.ndarray, floor: float = 1e-6,
+            chunk: int = CHUNK_ROWS) -> "FoldScaler":
+        """Two passes over the training rows, ``chunk`` rows at a time (float64 sums), so a
+        memory-mapped matrix is read, never copied whole; one chunk equals ``x.mean(0)`` and
+        ``x.std(0)`` exactly."""
         mean, std = {}, {}
         for j, m in enumerate(dataset.modalities):
             rows = train_rows[dataset.available[train_rows, j]]
-            x = np.asarray(dataset.features[m][rows], dtype=np.float64)
-            if len(x) == 0:   # never available in training: leave the modality as it is
-                mean[m], std[m] = np.zeros(dataset.dims[m]), np.ones(dataset.dims[m])
+            if len(rows) > chunk:
+                rows = np.sort(rows)   # a map read front to back
+            d = dataset.dims[m]
+            if len(rows) == 0:   # never available in training: leave the modality as it is
+                mean[m], std[m] = np.zeros(d), np.ones(d)
                 continue
-            mean[m], sd = x.mean(0), x.std(0)
-            std[m] = np.where(sd > floor, sd, 1.0)   # constant dimensions: centred only
+            x = dataset.features[m]
+            parts = [rows[a:a + chunk] for a in range(0, len(rows), chunk)]
+            mu = sum(np.asarray(x[r], np.float64).sum(0) for r in parts) / len(rows)
+            var = sum(((np.asarray(x[r], np.float64) - mu) ** 2).sum(0) for r in parts) \
+                / len(rows)
+            sd = np.sqrt(var)
+            mean[m], std[m] = mu, np.where(sd > floor, sd, 1.0)  # constant dims: centred only
         return cls(mean, std)
 
     def transform(self, features: dict[str, np.ndarray], available: np.ndarray,
-                  modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Standardised copies {m: (N, d_m) float32}; unavailable rows zero."""
-        out = {}
+                  modalities: tuple[str, ...], out: Path | None = None,
+                  chunk: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
+        """Standardised copies {m: (N, d_m) float32}; unavailable rows zero. Computed
+        ``chunk`` rows at a time; with ``out``, written to ``out/<m>.npy`` and returned as
+        read-only memory maps (nothing of size N × d is held in memory)."""
+        result = {}
         for j, m in enumerate(modalities):
-            z = ((np.asarray(features[m], np.float64) - self.mean[m]) / self.std[m])
-            z = z.astype(np.float32)
-            z[~available[:, j]] = 0.0
-            out[m] = z
-        return out
+            x, n = features[m], features[m].shape[0]
+            if out is None:
+                z = np.empty((n, x.shape[1]), np.float32)
+                self._fill(z, x, available[:, j], m, chunk)
+                result[m] = z
+                continue
+            with atomic_memmap(Path(out) / f"{m}.npy", (n, x.shape[1])) as z:
+                self._fill(z, x, available[:, j], m, chunk)
+            result[m] = np.load(Path(out) / f"{m}.npy", mmap_mode="r")
+        return result
+
+    def _fill(self, z, x, available, m, chunk) -> None:
+        for a in range(0, x.shape[0], chunk):
+            part = (np.asarray(x[a:a + chunk], np.float64) - self.mean[m]) / self.std[m]
+            part[~available[a:a + chunk]] = 0.0
+            z[a:a + chunk] = part
 
     def save(self, path: Path) -> None:
         """``path`` (safetensors): ``mean.<m>`` and ``std.<m>`` (float64) per modality."""
@@ -82,15 +110,42 @@ class FoldScaler:
         mods = [k.split(".", 1)[1] for k in t if k.startswith("mean.")]
         return cls({m: t[f"mean.{m}"] for m in mods}, {m: t[f"std.{m}"] for m in mods})
 
-    def apply(self, dataset: MERDataset) -> MERDataset:
+    def apply(self, dataset: MERDataset, out: Path | None = None) -> MERDataset:
         return replace(dataset, features=self.transform(dataset.features, dataset.available,
-                                                        dataset.modalities))
+                                                        dataset.modalities, out))
 
 
-def fold_inputs(setting, dataset: MERDataset, train_sequences: np.ndarray
-                ) -> tuple[MERDataset, FoldScaler | None]:
-    """The data a fold's models read (standardised when wanted) and the scaler used."""
+def is_mapped(dataset: MERDataset) -> bool:
+    """Whether the data set's features are memory maps (read as needed, not held)."""
+    return any(isinstance(x, np.memmap) for x in dataset.features.values())
+
+
+def fold_inputs(setting, dataset: MERDataset, train_sequences: np.ndarray,
+                workdir: Path | None = None) -> tuple[MERDataset, FoldScaler | None]:
+    """The data a fold's models read (standardised when wanted) and the scaler used.
+
+    With ``workdir`` and memory-mapped features, the standardised matrices are written there
+    (``<m>.npy``, the scaler and a marker) and mapped back, so a data set larger than memory
+    stays out of memory; a later call with the same training rows reads them back. Without
+    it they are held in memory.
+    """
     if not standardize_wanted(setting, dataset):
         return dataset, None
-    scaler = FoldScaler.fit(dataset, dataset.rows_of(train_sequences))
-    return scaler.apply(dataset), scaler
+    rows = dataset.rows_of(train_sequences)
+    if workdir is None or not is_mapped(dataset):
+        scaler = FoldScaler.fit(dataset, rows)
+        return scaler.apply(dataset), scaler
+    workdir = Path(workdir)
+    marker = workdir / "standardized.json"
+    want = {"train_rows": hashlib.sha1(np.ascontiguousarray(rows, np.int64)).hexdigest(),
+            "dims": dataset.dims, "n": int(dataset.n_utterances)}
+    if marker.is_file() and json.loads(marker.read_text()) == want:
+        scaler = FoldScaler.load(workdir / "scaler.safetensors")
+        feats = {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
+        return replace(dataset, features=feats), scaler
+    marker.unlink(missing_ok=True)
+    scaler = FoldScaler.fit(dataset, rows)
+    scaler.save(workdir / "scaler.safetensors")
+    out = scaler.apply(dataset, workdir)
+    atomic_write_json(marker, want)   # written last: the cache is complete
+    return out, scaler

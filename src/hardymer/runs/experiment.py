@@ -9,13 +9,14 @@ then read back from its cache), the trainers split each batch between the ranks.
 """
 from __future__ import annotations
 
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from ..data.dataset import MERDataset
-from ..data.standardize import fold_inputs
+from ..data.standardize import fold_inputs, is_mapped, standardize_wanted
 from ..models import create_method, get_method_class
 from ..protocol.conditions import Condition
 from ..protocol.splits import Fold, make_folds
@@ -162,7 +163,10 @@ def run_experiment(cfg: RunConfig, dataset: MERDataset, conditions: list[Conditi
 def _cells(cfg, dataset, folds, ids, conditions, run, progress, dist=SINGLE) -> list[dict]:
     records = []
     for k in ids:
-        fold_ds, _ = fold_inputs(cfg.train.standardize, dataset, folds[k].train)
+        pending = run is None or any(run.result(k, c) is None for c in conditions)
+        # (a finished cell is read back: its fold needs no inputs)
+        fold_ds, scratch = _fold_inputs(cfg, dataset, folds[k], run, dist) if pending \
+            else (dataset, None)
         context, prepared = None, False
         for cond in conditions:
             finished = run is not None and run.result(k, cond) is not None
@@ -174,7 +178,27 @@ def _cells(cfg, dataset, folds, ids, conditions, run, progress, dist=SINGLE) -> 
             records.append(rec)
             if run is not None and dist.is_main:  # a cell read back keeps its row
                 run.add_records([rec], dataset, replace=not finished)
+        if scratch is not None:
+            dist.barrier()   # every rank is done reading the maps
+            if dist.is_main:   # the fold's cells are done: N x d of disk back
+                shutil.rmtree(scratch, ignore_errors=True)
     return records
+
+
+def _fold_inputs(cfg, dataset, fold, run, dist) -> tuple[MERDataset, Path | None]:
+    """A fold's (standardised) inputs, and the scratch folder holding them, if any: memory-
+    mapped data are standardised into ``RUN/fold<k>/_shared/standardized/`` (by rank 0; the
+    others map its files) so that nothing of size N × d is held in memory."""
+    scratch = run.shared(fold.index, "standardized") if run is not None and \
+        is_mapped(dataset) and standardize_wanted(cfg.train.standardize, dataset) else None
+    if scratch is None:
+        return fold_inputs(cfg.train.standardize, dataset, fold.train)[0], None
+    if not dist.is_main:
+        dist.barrier()
+    out = fold_inputs(cfg.train.standardize, dataset, fold.train, scratch)[0]
+    if dist.is_main:
+        dist.barrier()
+    return out, scratch
 
 
 def schedule(cfg: RunConfig, dataset: MERDataset) -> list[tuple[str, int, str]]:

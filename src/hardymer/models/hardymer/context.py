@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...data.dataset import MERDataset, collate
+from ...data.rows import RowView
 from ...fileio import atomic_write_json
 from ...protocol.conditions import canonical_name, parse_condition
 from ...protocol.splits import official_train_sequences
@@ -139,7 +140,8 @@ class FoldContext:
             self.pos_of[rows] = np.arange(len(rows))
         self.database = None
         if cfg.retrieval:
-            feats = {m: np.asarray(dataset.features[m][self.complete_ids], np.float32)
+            # A view, not a copy: the database reads the (possibly mapped) rows it needs.
+            feats = {m: RowView(dataset.features[m], self.complete_ids)
                      for m in dataset.modalities}
             self.database = FeatureDatabase.build(feats, ids=self.complete_ids, kind=cfg.index,
                                                   device=str(device))

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...data.dataset import MERDataset
-from ...fileio import atomic_path, atomic_save_npy, atomic_write_json
+from ...fileio import atomic_memmap, atomic_path, atomic_write_json
 from ...metrics import better, compute_metrics, default_selection_metric
 from .reference import ReferenceFinetuner
 
@@ -78,11 +78,14 @@ def _split_rows(dataset: MERDataset, seqs: np.ndarray, m_i: int) -> np.ndarray:
 
 def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray,
                       val_seqs: np.ndarray, cfg: FinetuneConfig, device: torch.device,
-                      progress: bool = False) -> tuple[np.ndarray, dict, FeatureFinetuner]:
+                      progress: bool = False, out: Path | None = None
+                      ) -> tuple[np.ndarray, dict, FeatureFinetuner]:
     """Fine-tune one modality; returns the (N, d) fine-tuned features of every utterance, a
     report, and the selected network (which maps any new utterance the same way).
 
-    Rows where the data lacks the modality stay zero (and stay marked unavailable).
+    Rows where the data lacks the modality stay zero (and stay marked unavailable). A
+    memory-mapped data set's training rows are read batch by batch, not copied whole; with
+    ``out`` (a ``.npy`` path) the features are written there and returned as a read-only map.
     """
     m_i = dataset.modalities.index(modality)
     x_all = dataset.features[modality]
@@ -95,7 +98,10 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
     net = new_finetuner(cfg.net, x_all.shape[1], dataset.n_classes, cfg.dropout).to(device)
     net.output = cfg.output
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    xt = torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
+    # In memory: the training rows once, on the device. Mapped: each batch's rows read from
+    # the map (the same values, so the same steps).
+    mapped = isinstance(x_all, np.memmap)
+    xt = None if mapped else torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
     yt = torch.from_numpy(dataset.labels[tr]).to(device)
     metric = default_selection_metric(task)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -104,8 +110,9 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
                       disable=not progress):
         net.train()
         for idx in torch.randperm(len(tr), generator=gen).split(cfg.batch_size):
-            idx = idx.to(device)
-            loss = net.loss(xt[idx], yt[idx])
+            x = xt[idx.to(device)] if xt is not None else torch.from_numpy(
+                np.asarray(x_all[tr[idx.numpy()]], np.float32)).to(device)
+            loss = net.loss(x, yt[idx.to(device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -119,32 +126,47 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
         net.load_state_dict(best_state)
     else:
         best_epoch = cfg.epochs  # no validation part: last epoch
-    feats = transform(net, x_all, device)
-    feats[~dataset.available[:, m_i]] = 0.0
+    feats = transform(net, x_all, device, available=dataset.available[:, m_i], out=out)
     return feats, {"selected_epoch": best_epoch, "val": history[best_epoch - 1]
                    if history else {}, "n_train": int(len(tr))}, net
 
 
 @torch.no_grad()
 def transform(net: FeatureFinetuner, x: np.ndarray, device: torch.device,
-              chunk: int = 4096) -> np.ndarray:
+              chunk: int = 4096, available: np.ndarray | None = None,
+              out: Path | None = None) -> np.ndarray:
     """Fine-tuned features (N, d) float32 of raw features (N, d), in chunks; with the
-    network's ``output == "concat"``, (N, 2d) ``[raw, fine-tuned]``."""
+    network's ``output == "concat"``, (N, 2d) ``[raw, fine-tuned]``. Rows where
+    ``available`` (N,) is False are zero. With ``out`` (a ``.npy`` path) they are written there
+    chunk by chunk and returned as a read-only memory map."""
     net.eval()
     concat = getattr(net, "output", "finetuned") == "concat"
-    out = np.empty((x.shape[0], x.shape[1] * (2 if concat else 1)), dtype=np.float32)
-    for a in range(0, x.shape[0], chunk):
-        raw = np.array(x[a:a + chunk], np.float32)   # a writable copy of the chunk (x: a map)
-        ft = net.features(torch.from_numpy(raw).to(device)).cpu().numpy()
-        out[a:a + chunk] = np.concatenate([raw, ft], 1) if concat else ft
-    return out
+    shape = (x.shape[0], x.shape[1] * (2 if concat else 1))
+
+    def fill(dst):
+        for a in range(0, x.shape[0], chunk):
+            raw = np.array(x[a:a + chunk], np.float32)   # a writable copy (x: maybe a map)
+            ft = net.features(torch.from_numpy(raw).to(device)).cpu().numpy()
+            part = np.concatenate([raw, ft], 1) if concat else ft
+            if available is not None:
+                part[~available[a:a + chunk]] = 0.0
+            dst[a:a + chunk] = part
+
+    if out is None:
+        result = np.empty(shape, dtype=np.float32)
+        fill(result)
+        return result
+    with atomic_memmap(out, shape) as dst:
+        fill(dst)
+    return np.load(out, mmap_mode="r")
 
 
 @torch.no_grad()
-def _evaluate(net, dataset, modality, rows, device) -> dict:
+def _evaluate(net, dataset, modality, rows, device, chunk: int = 4096) -> dict:
     net.eval()
-    x = torch.from_numpy(np.asarray(dataset.features[modality][rows], np.float32)).to(device)
-    out = net(x).cpu().numpy()
+    x = dataset.features[modality]
+    out = np.concatenate([net(torch.from_numpy(np.asarray(x[rows[a:a + chunk]], np.float32))
+                              .to(device)).cpu().numpy() for a in range(0, len(rows), chunk)])
     pred = out.argmax(-1) if dataset.task == "classification" else out[:, 0]
     return compute_metrics(dataset.task, dataset.labels[rows], pred)
 
@@ -171,13 +193,13 @@ def finetune_features(dataset: MERDataset, train_seqs: np.ndarray, val_seqs: np.
         if {k: have.get(k) for k in want} == want and nets_saved:
             return {m: np.load(workdir / f"{m}.npy", mmap_mode="r") for m in dataset.modalities}
     out, report, nets = {}, {}, {}
-    for m in dataset.modalities:
-        out[m], report[m], nets[m] = finetune_modality(dataset, m, train_seqs, val_seqs, cfg,
-                                                       device, progress)
+    for m in dataset.modalities:   # with a workdir, written there as computed (then mapped)
+        out[m], report[m], nets[m] = finetune_modality(
+            dataset, m, train_seqs, val_seqs, cfg, device, progress,
+            workdir / f"{m}.npy" if workdir is not None else None)
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        for m, x in out.items():
-            atomic_save_npy(workdir / f"{m}.npy", x)
+        for m in out:
             # The encoder too: `hardymer predict` maps new utterances with it.
             state = {k: v.detach().cpu().contiguous() for k, v in nets[m].state_dict().items()}
             with atomic_path(workdir / f"{m}.safetensors") as tmp:

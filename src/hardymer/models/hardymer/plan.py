@@ -172,11 +172,20 @@ def mask_digest(mask: np.ndarray) -> str:
 
 def rank_candidates(database: FeatureDatabase, features: dict[str, np.ndarray], ids: np.ndarray,
                     available: np.ndarray, k: int, ranking: str = "combined",
-                    ) -> SupportLists:
-    """Full ranked candidate lists (k per query) of training queries under their masks."""
-    query = {m: features[m][ids] for m in database.modalities}
-    return retrieve_supports(database, query, ids, available, hardness=1.0, k=k,
-                             ranking=ranking)
+                    chunk: int = 65_536) -> SupportLists:
+    """Full ranked candidate lists (k per query) of training queries under their masks,
+    ``chunk`` queries at a time: each query's list depends on it alone, and a memory-mapped
+    data set's query rows are never gathered whole."""
+    parts = []
+    for a in range(0, len(ids), chunk):
+        q = ids[a:a + chunk]
+        query = {m: features[m][q] for m in database.modalities}
+        parts.append(retrieve_supports(database, query, q, available[a:a + chunk],
+                                       hardness=1.0, k=k, ranking=ranking))
+    if len(parts) == 1:
+        return parts[0]
+    return SupportLists(*(np.concatenate([getattr(p, f) for p in parts])
+                          for f in ("ids", "distances", "k_prime", "query_ids")))
 
 
 def build_plan(ids: np.ndarray, available: np.ndarray, terms_dir: np.ndarray,
