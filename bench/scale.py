@@ -138,6 +138,8 @@ def hardymer_phases(data: Path, out: Path) -> list[tuple[str, float, float]]:
             t0 = time.perf_counter()
             result = fn(*args, **kwargs)
             rows.append((name, time.perf_counter() - t0, peak.gb()))
+            print(f"      ... {name}: {rows[-1][1]:.1f} s, {rows[-1][2]:.2f} GB",
+                  file=sys.stderr, flush=True)   # progress: a large size takes an hour
             return result
         return wrapper
 
@@ -172,9 +174,9 @@ def hardymer_phases(data: Path, out: Path) -> list[tuple[str, float, float]]:
 def hardymer_child(data: Path, out: Path) -> list[tuple[str, float, float]]:
     """:func:`hardymer_phases` in a fresh process (peaks of one size do not carry over)."""
     proc = subprocess.run([sys.executable, __file__, "--hardymer-phases", str(data), str(out)],
-                          capture_output=True, text=True)
+                          stdout=subprocess.PIPE, text=True)   # its stderr: live progress
     if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
+        raise RuntimeError(f"the HARDY-MER child failed (exit {proc.returncode}; see above)")
     return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
