@@ -14,7 +14,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -61,6 +61,20 @@ def atomic_memmap(path: Path, shape: tuple[int, ...], dtype=np.float32) -> Itera
             x.flush()
         finally:
             del x
+
+
+def filled(shape: tuple[int, ...], fill: Callable[[np.ndarray], None],
+           out: Path | None = None, dtype=np.float32) -> np.ndarray:
+    """An array of ``shape`` that ``fill(dst)`` writes in place: in memory, or with ``out``
+    (a ``.npy`` path) written there through :func:`atomic_memmap` and returned as a read-only
+    memory map, so that an array larger than memory never exists whole."""
+    if out is None:
+        dst = np.empty(shape, dtype=dtype)
+        fill(dst)
+        return dst
+    with atomic_memmap(Path(out), shape, dtype) as dst:
+        fill(dst)
+    return np.load(out, mmap_mode="r")
 
 
 def _json_default(o):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_memmap, atomic_path, atomic_write_json
+from ..fileio import atomic_path, atomic_write_json, filled
 from .dataset import MERDataset
 
 # Rows standardised at once: 16,384 x 1024 float64 = 128 MiB per transient copy.
@@ -76,15 +76,9 @@ class FoldScaler:
         read-only memory maps (nothing of size N × d is held in memory)."""
         result = {}
         for j, m in enumerate(modalities):
-            x, n = features[m], features[m].shape[0]
-            if out is None:
-                z = np.empty((n, x.shape[1]), np.float32)
-                self._fill(z, x, available[:, j], m, chunk)
-                result[m] = z
-                continue
-            with atomic_memmap(Path(out) / f"{m}.npy", (n, x.shape[1])) as z:
-                self._fill(z, x, available[:, j], m, chunk)
-            result[m] = np.load(Path(out) / f"{m}.npy", mmap_mode="r")
+            x = features[m]
+            result[m] = filled(x.shape, lambda z: self._fill(z, x, available[:, j], m, chunk),
+                               None if out is None else Path(out) / f"{m}.npy")
         return result
 
     def _fill(self, z, x, available, m, chunk) -> None:

@@ -49,13 +49,9 @@ def prepare_fold(cfg: RunConfig, dataset: MERDataset, fold: Fold, out: Run | Pat
     if dist.active and run is None:
         raise ValueError("a distributed run needs a run folder (--out): the ranks share the "
                          "fold's preparation through it")
-    if not dist.is_main:
-        dist.barrier()
-    context = cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
-                               progress and dist.is_main)
-    if dist.is_main:
-        dist.barrier()
-    return context
+    with dist.main_first():
+        return cls.prepare_fold(cls.Config(**cfg.model), dataset, fold, cfg.train, workdir,
+                                progress and dist.is_main)
 
 
 def run_cell(cfg: RunConfig, dataset: MERDataset, fold: Fold, cond: Condition,
@@ -193,12 +189,8 @@ def _fold_inputs(cfg, dataset, fold, run, dist) -> tuple[MERDataset, Path | None
         is_mapped(dataset) and standardize_wanted(cfg.train.standardize, dataset) else None
     if scratch is None:
         return fold_inputs(cfg.train.standardize, dataset, fold.train)[0], None
-    if not dist.is_main:
-        dist.barrier()
-    out = fold_inputs(cfg.train.standardize, dataset, fold.train, scratch)[0]
-    if dist.is_main:
-        dist.barrier()
-    return out, scratch
+    with dist.main_first():
+        return fold_inputs(cfg.train.standardize, dataset, fold.train, scratch)[0], scratch
 
 
 def schedule(cfg: RunConfig, dataset: MERDataset) -> list[tuple[str, int, str]]:

@@ -20,8 +20,10 @@ What the trainer does with it (docs/scale.md):
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Iterator
 
 import torch
 import torch.distributed as tdist
@@ -86,6 +88,16 @@ class Distributed:
     def barrier(self) -> None:
         if self.active:
             tdist.barrier()
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (it writes a shared file or cache) while the others
+        wait; then the others run it (they read what rank 0 wrote)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def gather_objects(self, obj) -> list:
         """Every rank's ``obj``, in rank order, on every rank."""

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...data.dataset import MERDataset
-from ...fileio import atomic_memmap, atomic_path, atomic_write_json
+from ...fileio import atomic_path, atomic_write_json, filled
 from ...metrics import better, compute_metrics, default_selection_metric
 from .reference import ReferenceFinetuner
 
@@ -100,8 +100,8 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # In memory: the training rows once, on the device. Mapped: each batch's rows read from
     # the map (the same values, so the same steps).
-    mapped = isinstance(x_all, np.memmap)
-    xt = None if mapped else torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
+    xt = None if isinstance(x_all, np.memmap) else \
+        torch.from_numpy(np.asarray(x_all[tr], np.float32)).to(device)
     yt = torch.from_numpy(dataset.labels[tr]).to(device)
     metric = default_selection_metric(task)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -110,9 +110,10 @@ def finetune_modality(dataset: MERDataset, modality: str, train_seqs: np.ndarray
                       disable=not progress):
         net.train()
         for idx in torch.randperm(len(tr), generator=gen).split(cfg.batch_size):
-            x = xt[idx.to(device)] if xt is not None else torch.from_numpy(
+            on = idx.to(device)
+            x = xt[on] if xt is not None else torch.from_numpy(
                 np.asarray(x_all[tr[idx.numpy()]], np.float32)).to(device)
-            loss = net.loss(x, yt[idx.to(device)])
+            loss = net.loss(x, yt[on])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -152,13 +153,7 @@ def transform(net: FeatureFinetuner, x: np.ndarray, device: torch.device,
                 part[~available[a:a + chunk]] = 0.0
             dst[a:a + chunk] = part
 
-    if out is None:
-        result = np.empty(shape, dtype=np.float32)
-        fill(result)
-        return result
-    with atomic_memmap(out, shape) as dst:
-        fill(dst)
-    return np.load(out, mmap_mode="r")
+    return filled(shape, fill, out)
 
 
 @torch.no_grad()
