@@ -4,25 +4,31 @@ For each database size N: N vectors of dimension d (a Gaussian mixture of N / 10
 written to a float32 memory map on disk and indexed from it, as the plan indexes a data set's
 features), Q queries that are database vectors plus noise (the plan's queries are training
 samples). Reports per index kind: build time, search time per query, recall@k against exact
-search, and the index's size (FAISS serialised bytes; the re-ranking of IVF-PQ reads the raw
-vectors from the memory map, which stay on disk).
+search, the index's size (FAISS serialised bytes; the re-ranking of IVF-PQ reads the raw
+vectors from the memory map, which stay on disk) and the build's peak anonymous RSS (what the
+process holds beyond the mapped vectors). IVF kinds are built under each ``--train-mb`` rule
+side by side: the default 256 MiB budget of the k-means training sample, and ``none``, the
+uncapped sample (256 points per list, up to all N) that came before it.
 
     python bench/retrieval_scale.py                       # N = 10^4 and 10^5, d = 1024
     python bench/retrieval_scale.py --sizes 1000000 --kinds ivfpq,hnsw   # 4 GB of vectors
+    python bench/retrieval_scale.py --sizes 720000 --kinds ivfpq          # budget vs uncapped
 
 Run alone: FAISS uses every core.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from hardymer.retrieval.index import FeatureDatabase
+from hardymer.retrieval.index import FeatureDatabase, default_nlist, ivf_train_size
 
 
 def mixture(path: Path, n: int, d: int, seed: int = 0, chunk: int = 65_536) -> np.memmap:
@@ -42,8 +48,33 @@ def index_bytes(db: FeatureDatabase) -> int:
     return sum(len(faiss.serialize_index(i)) for i in db.indexes.values())
 
 
-def run(sizes, d, n_queries, k, kinds, seed=0):
-    rows = []
+def _anon_kb() -> int:
+    with open(f"/proc/{os.getpid()}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+
+
+class _Peak:
+    """Peak anonymous RSS (GB) since the last ``reset``, polled every 0.05 s on a thread
+    (FAISS and NumPy release the GIL in their kernels)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while True:
+            self.peak = max(self.peak, _anon_kb())
+            time.sleep(0.05)
+
+    def reset(self) -> None:
+        self.peak = _anon_kb()
+
+    def gb(self) -> float:
+        return max(self.peak, _anon_kb()) / 2 ** 20
+
+
+def run(sizes, d, n_queries, k, kinds, train_mbs=(256.0, None), seed=0):
+    rows, peak = [], _Peak()
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             x = mixture(Path(tmp) / f"x{n}.npy", n, d, seed)
@@ -51,19 +82,30 @@ def run(sizes, d, n_queries, k, kinds, seed=0):
             q = np.asarray(x[np.sort(rng.choice(n, n_queries, replace=False))]) \
                 + 0.1 * rng.normal(size=(n_queries, d)).astype(np.float32)
             truth = None
-            for kind in ["flat"] + [k_ for k_ in kinds if k_ != "flat"]:
+            runs = [(kind, mb) for kind in ["flat"] + [k_ for k_ in kinds if k_ != "flat"]
+                    for mb in (train_mbs if kind in ("ivf", "ivfpq") else [None])]
+            for kind, mb in runs:
+                peak.reset()
+                base = peak.gb()
                 t0 = time.perf_counter()
-                db = FeatureDatabase.build({"a": x}, kind=kind, seed=seed)
+                db = FeatureDatabase.build({"a": x}, kind=kind, seed=seed, train_mb=mb)
                 build = time.perf_counter() - t0
+                build_gb = peak.gb() - base
                 t0 = time.perf_counter()
                 _, ids = db.search("a", q, k)
                 search = time.perf_counter() - t0
                 if truth is None:
                     truth = ids
                 recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, ids)]))
-                rows.append(dict(n=n, kind=kind, build_s=build, search_ms_per_query=1e3 * search
-                                 / n_queries, recall=recall, index_mb=index_bytes(db) / 2 ** 20))
-                print(f"N={n:>9,} {kind:6s} build {build:8.1f} s  search "
+                ivf = kind in ("ivf", "ivfpq")
+                n_train = ivf_train_size(n, d, default_nlist(n), kind, mb) if ivf else 0
+                rule = ("none" if mb is None else f"{mb:g}") if ivf else "-"
+                rows.append(dict(n=n, kind=kind, train_mb=rule, n_train=n_train,
+                                 build_s=build, build_peak_anon_gb=build_gb,
+                                 search_ms_per_query=1e3 * search / n_queries, recall=recall,
+                                 index_mb=index_bytes(db) / 2 ** 20))
+                print(f"N={n:>9,} {kind:6s} train_mb {rule:>5s} ({n_train:>9,} rows)  build "
+                      f"{build:8.1f} s (+{build_gb:5.2f} GB anon)  search "
                       f"{1e3 * search / n_queries:7.3f} ms/query  recall@{k} {recall:.3f}  "
                       f"index {index_bytes(db) / 2 ** 20:8.1f} MB", flush=True)
                 del db
@@ -78,9 +120,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--kinds", default="ivf,ivfpq,hnsw",
                     help="approximate kinds to compare with exact search (flat)")
+    ap.add_argument("--train-mb", default="256,none",
+                    help="IVF training-sample budgets (MiB) to compare, comma-separated; "
+                         "'none': the uncapped sample (the rule before the budget)")
     args = ap.parse_args()
+    mbs = [None if v.strip().lower() == "none" else float(v) for v in args.train_mb.split(",")]
     run([int(s) for s in args.sizes.split(",")], args.dim, args.queries, args.k,
-        args.kinds.split(","))
+        args.kinds.split(","), mbs)
 
 
 if __name__ == "__main__":

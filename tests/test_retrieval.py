@@ -119,6 +119,34 @@ def test_ivf_is_seeded():
     np.testing.assert_array_equal(a.search("a", x[:50], 5)[1], b.search("a", x[:50], 5)[1])
 
 
+def test_ivf_training_sample_budget(monkeypatch):
+    from hardymer.retrieval.index import ivf_train_size
+    # 256 points per list, cut to the budget (float32 rows of d), never below 39 per list (or
+    # 39 x 256 for PQ codebooks), never above N; None: the uncapped rule.
+    assert ivf_train_size(10 ** 6, 1024, 4000, "ivfpq", None) == 10 ** 6
+    assert ivf_train_size(10 ** 6, 1024, 4000, "ivfpq", 256.0) == 39 * 4000
+    assert ivf_train_size(10 ** 6, 1024, 100, "ivf", 256.0) == 256 * 100
+    assert ivf_train_size(10 ** 6, 1024, 1000, "ivf", 256.0) == 65_536
+    assert ivf_train_size(10 ** 6, 1024, 100, "ivfpq", 1.0) == 39 * 256
+    assert ivf_train_size(500, 8, 10, "ivf", None) == 500
+    import faiss
+    seen = []
+    real = faiss.IndexIVFFlat.train
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train",
+                        lambda self, x: (seen.append(x.shape), real(self, x))[1])
+    x = clustered(n=3000, d=32)
+    # nlist 10: uncapped 2,560 rows; 0.1 MiB of 32 floats is 819 rows (above the 390 floor).
+    capped = FeatureDatabase.build({"a": x}, kind="ivf", nlist=10, nprobe=10, train_mb=0.1)
+    FeatureDatabase.build({"a": x}, kind="ivf", nlist=10, train_mb=None)
+    assert seen == [(819, 32), (2560, 32)]
+    assert capped.params["train_mb"] == 0.1
+    # every list probed: exact whatever the centroids
+    np.testing.assert_array_equal(capped.search("a", x[:30], 5)[1],
+                                  FeatureDatabase.build({"a": x}).search("a", x[:30], 5)[1])
+    with pytest.raises(ValueError, match="train_mb"):
+        FeatureDatabase.build({"a": x}, kind="ivf", train_mb=0)
+
+
 def test_build_from_memmap(tmp_path):
     feats = random_features(n=150)
     mm = {}

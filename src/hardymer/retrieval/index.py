@@ -56,10 +56,13 @@ _REFINE_FLOATS = 16 * 2 ** 20
 CHUNK_ROWS = 65_536
 # FAISS warns (and k-means degrades) below 39 training points per centroid.
 _MIN_POINTS_PER_CENTROID = 39
-# Training sample of the IVF coarse quantizer: FAISS subsamples to 256 points per centroid
-# anyway; drawing them ourselves with a seed makes it reproducible and reads only those rows of
-# a memory map.
+# Training sample of the IVF coarse quantizer, drawn by us with a seed (reproducible; reads
+# only those rows of a memory map): up to 256 points per centroid (FAISS's own subsampling cap)
+# but at most TRAIN_MB of float32, and never under 39 per centroid. The float32 copy of the
+# uncapped sample is min(N, 1024 sqrt(N)) rows: 2.9 GB at 720k x 1024 (docs/scale.md).
 _TRAIN_POINTS_PER_CENTROID = 256
+#: Default memory budget (MiB) of the IVF training sample; ``train_mb=None``: the uncapped rule.
+TRAIN_MB = 256.0
 _MAX_NLIST = 65_536
 _FORMAT = "hardymer.feature_database"
 _FORMAT_VERSION = 1
@@ -83,6 +86,19 @@ def default_nlist(n: int) -> int:
     """IVF list count for ``n`` vectors: ``4 * sqrt(n)``, capped so every list gets >= 39
     training points (and at 65,536), at least 1."""
     return int(max(1, min(4 * math.sqrt(n), n // _MIN_POINTS_PER_CENTROID, _MAX_NLIST)))
+
+
+def ivf_train_size(n: int, d: int, nlist: int, kind: str = "ivf",
+                   train_mb: float | None = TRAIN_MB) -> int:
+    """Rows of the IVF training sample for ``n`` vectors of dimension ``d`` in ``nlist`` lists
+    (see :meth:`FeatureDatabase.build`'s ``train_mb``)."""
+    want = _TRAIN_POINTS_PER_CENTROID * nlist
+    if train_mb is not None:
+        want = min(want, int(train_mb * 2 ** 20 // (4 * d)))
+    # (PQ's 256 codewords per sub-vector want >= 39 x 256 points as well)
+    floor = max(_MIN_POINTS_PER_CENTROID * nlist,
+                _MIN_POINTS_PER_CENTROID * 256 if kind == "ivfpq" else 0)
+    return min(n, max(want, floor))
 
 
 # Below this many queries, search on one thread (see FeatureDatabase.search_rows).
@@ -190,7 +206,8 @@ class FeatureDatabase:
               nlist: int | None = None, nprobe: int = 8, hnsw_m: int = 32, ef_search: int = 64,
               ef_construction: int = 40, seed: int = 0, chunk_rows: int = CHUNK_ROWS,
               n_threads: int | None = None, pq_m: int | None = None,
-              refine: int = 8, device: str = "cpu") -> "FeatureDatabase":
+              refine: int = 8, device: str = "cpu",
+              train_mb: float | None = TRAIN_MB) -> "FeatureDatabase":
         """Index the complete features of N training samples, one index per modality.
 
         Parameters
@@ -220,6 +237,11 @@ class FeatureDatabase:
             HNSW graph degree and beam widths.
         seed : int
             Seeds the IVF training sample and its k-means.
+        train_mb : float or None
+            Memory budget of the IVF training sample (float32 MiB): 256 points per list, cut
+            to this budget but never below 39 per list (nor, for IVF-PQ, below 39 × 256 points
+            for its codebooks). ``None``: no budget (256 points per list, up to all N: the
+            rule before the budget, kept for comparison; ``bench/retrieval_scale.py``).
         chunk_rows : int
             Rows per add step.
         n_threads : int, optional
@@ -261,6 +283,8 @@ class FeatureDatabase:
             kind = "flat" if n <= AUTO_EXACT_UP_TO else "ivfpq"
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}.")
+        if train_mb is not None and not train_mb > 0:
+            raise ValueError(f"train_mb must be > 0 (MiB) or None (no budget), got {train_mb}.")
         faiss.omp_set_num_threads(resolve_threads(n_threads))
 
         nl = default_nlist(n) if nlist is None else int(nlist)
@@ -278,7 +302,8 @@ class FeatureDatabase:
         params = {"nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search),
                   "ef_construction": int(ef_construction), "seed": int(seed),
                   "nlist": nl if ivf else None, "pq_m": pq,
-                  "refine": int(refine) if kind == "ivfpq" else None}
+                  "refine": int(refine) if kind == "ivfpq" else None,
+                  "train_mb": (None if train_mb is None else float(train_mb)) if ivf else None}
         indexes = {}
         for m in modalities:
             x = features[m]
@@ -287,9 +312,7 @@ class FeatureDatabase:
             if ivf:
                 # Sorted sample rows: a memory map reads them front to back.
                 rng = np.random.default_rng([seed, modalities.index(m)])
-                # (PQ's 256 codewords per sub-vector want >= 39 x 256 points as well)
-                n_train = min(n, max(_TRAIN_POINTS_PER_CENTROID * nl,
-                                     _MIN_POINTS_PER_CENTROID * 256 if kind == "ivfpq" else 0))
+                n_train = ivf_train_size(n, x.shape[1], nl, kind, train_mb)
                 rows = np.sort(rng.choice(n, size=n_train, replace=False))
                 train = _as_float32_chunk(x[rows], cosine)
                 _check_finite(train, m)
