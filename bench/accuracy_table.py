@@ -53,10 +53,25 @@ COMMON = ["model.hidden=64", "train.lr=1e-3", "train.batch_size=8"]
 DEPTH = {"momke": ["model.depth=2"], "hardymer": ["model.depth=2"], "zero-fill": []}
 
 
+def scoped(sets: list[str], method: str) -> list[str]:
+    """The ``--set`` overrides for one method: ``key=value`` for every method,
+    ``METHOD:key=value`` for that method only (as in ``hardymer sweep``)."""
+    out = []
+    for s in sets:
+        scope, sep, rest = s.partition(":")
+        if sep and "=" not in scope:
+            if scope == method:
+                out.append(rest)
+        else:
+            out.append(s)
+    return out
+
+
 def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str], fold: int,
-        out_dir: Path | None) -> pd.DataFrame:
+        out_dir: Path | None, sets: list[str] = ()) -> pd.DataFrame:
     configs = {name: (VARIANTS[name][0], COMMON + DEPTH[VARIANTS[name][0]]
-                      + BUDGET[VARIANTS[name][0]] + VARIANTS[name][1]) for name in variants}
+                      + BUDGET[VARIANTS[name][0]] + VARIANTS[name][1]
+                      + scoped(list(sets), VARIANTS[name][0])) for name in variants}
     return run_grid(preset, dims, seeds, configs, fold, out_dir)
 
 
@@ -119,9 +134,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="Markdown file for the table "
                     "(a .csv of the raw rows is written beside it).")
     ap.add_argument("--runs", type=Path, default=None, help="Keep run folders here (resumable).")
+    ap.add_argument("--set", dest="sets", nargs="+", default=[], metavar="[METHOD:]KEY=VALUE",
+                    help="Config overrides after the variants' own: KEY=VALUE for every "
+                         "method, METHOD:KEY=VALUE for one (e.g. momke:model.skip_absent=false).")
     args = ap.parse_args()
     dims = tuple(int(x) for x in args.dims.split(","))
-    df = run(args.preset, dims, args.seeds, args.variants, args.fold, args.runs)
+    df = run(args.preset, dims, args.seeds, args.variants, args.fold, args.runs, args.sets)
     conds = list(dict.fromkeys(df.condition))
     wide = table(df, conds)
     from hardymer.reports.tables import to_markdown

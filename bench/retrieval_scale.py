@@ -6,7 +6,7 @@ features), Q queries that are database vectors plus noise (the plan's queries ar
 samples). Reports per index kind: build time, search time per query, recall@k against exact
 search, the index's size (FAISS serialised bytes; the re-ranking of IVF-PQ reads the raw
 vectors from the memory map, which stay on disk) and the build's peak anonymous RSS (what the
-process holds beyond the mapped vectors). IVF kinds are built under each ``--train-mb`` rule
+process holds beyond the mapped vectors; each build in a fresh process). IVF kinds are built under each ``--train-mb`` rule
 side by side: the default 256 MiB budget of the k-means training sample, and ``none``, the
 uncapped sample (256 points per list, up to all N) that came before it.
 
@@ -19,7 +19,10 @@ Run alone: FAISS uses every core.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -58,57 +61,91 @@ class _Peak:
     (FAISS and NumPy release the GIL in their kernels)."""
 
     def __init__(self) -> None:
-        self.peak = 0
+        self.peak, self._lock, self._fresh = 0, threading.Lock(), True
         threading.Thread(target=self._poll, daemon=True).start()
 
     def _poll(self) -> None:
         while True:
-            self.peak = max(self.peak, _anon_kb())
+            seen = _anon_kb()
+            with self._lock:   # (a reading taken before a reset belongs to the period before)
+                if self._fresh:
+                    self.peak = max(self.peak, seen)
+                self._fresh = True
             time.sleep(0.05)
 
     def reset(self) -> None:
-        self.peak = _anon_kb()
+        with self._lock:
+            self.peak, self._fresh = _anon_kb(), False
 
     def gb(self) -> float:
         return max(self.peak, _anon_kb()) / 2 ** 20
 
 
+def build_and_search(x_path: Path, q_path: Path, kind: str, train_mb: float | None, k: int,
+                     seed: int) -> dict:
+    """One index built over the mapped vectors and searched with the queries: build and search
+    seconds, the build's peak anonymous RSS above the process's before it (GB), index MB;
+    the result ids are written beside the queries."""
+    x, q = np.load(x_path, mmap_mode="r"), np.load(q_path)
+    peak = _Peak()
+    time.sleep(0.2)
+    peak.reset()
+    base = peak.gb()
+    t0 = time.perf_counter()
+    db = FeatureDatabase.build({"a": x}, kind=kind, seed=seed, train_mb=train_mb)
+    build, build_gb = time.perf_counter() - t0, peak.gb() - base
+    t0 = time.perf_counter()
+    _, ids = db.search("a", q, k)
+    search = time.perf_counter() - t0
+    np.save(q_path.with_name(f"ids-{kind}-{train_mb}.npy"), ids)
+    return dict(build_s=build, build_peak_anon_gb=build_gb, search_s=search,
+                index_mb=index_bytes(db) / 2 ** 20)
+
+
+def _child(x_path: Path, q_path: Path, kind: str, train_mb: float | None, k: int, seed: int):
+    """:func:`build_and_search` in a fresh process: one build's memory does not carry over to
+    the next one's figure (FAISS and the allocator keep freed memory for reuse)."""
+    proc = subprocess.run([sys.executable, __file__, "--child", str(x_path), str(q_path), kind,
+                           str(train_mb), str(k), str(seed)], stdout=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the {kind} build failed (exit {proc.returncode}; see above)")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out, np.load(q_path.with_name(f"ids-{kind}-{train_mb}.npy"))
+
+
 def run(sizes, d, n_queries, k, kinds, train_mbs=(256.0, None), seed=0):
-    rows, peak = [], _Peak()
+    """Per size and index kind (IVF kinds under each training-sample budget), each in a fresh
+    process; recall@k against the exact (flat) index's results."""
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            x = mixture(Path(tmp) / f"x{n}.npy", n, d, seed)
+            x_path, q_path = Path(tmp) / f"x{n}.npy", Path(tmp) / f"q{n}.npy"
+            x = mixture(x_path, n, d, seed)
             rng = np.random.default_rng(seed + 1)
-            q = np.asarray(x[np.sort(rng.choice(n, n_queries, replace=False))]) \
-                + 0.1 * rng.normal(size=(n_queries, d)).astype(np.float32)
+            np.save(q_path, np.asarray(x[np.sort(rng.choice(n, n_queries, replace=False))])
+                    + 0.1 * rng.normal(size=(n_queries, d)).astype(np.float32))
+            del x
             truth = None
             runs = [(kind, mb) for kind in ["flat"] + [k_ for k_ in kinds if k_ != "flat"]
                     for mb in (train_mbs if kind in ("ivf", "ivfpq") else [None])]
             for kind, mb in runs:
-                peak.reset()
-                base = peak.gb()
-                t0 = time.perf_counter()
-                db = FeatureDatabase.build({"a": x}, kind=kind, seed=seed, train_mb=mb)
-                build = time.perf_counter() - t0
-                build_gb = peak.gb() - base
-                t0 = time.perf_counter()
-                _, ids = db.search("a", q, k)
-                search = time.perf_counter() - t0
+                res, ids = _child(x_path, q_path, kind, mb, k, seed)
                 if truth is None:
                     truth = ids
                 recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, ids)]))
                 ivf = kind in ("ivf", "ivfpq")
                 n_train = ivf_train_size(n, d, default_nlist(n), kind, mb) if ivf else 0
                 rule = ("none" if mb is None else f"{mb:g}") if ivf else "-"
+                ms = 1e3 * res["search_s"] / n_queries
                 rows.append(dict(n=n, kind=kind, train_mb=rule, n_train=n_train,
-                                 build_s=build, build_peak_anon_gb=build_gb,
-                                 search_ms_per_query=1e3 * search / n_queries, recall=recall,
-                                 index_mb=index_bytes(db) / 2 ** 20))
+                                 build_s=res["build_s"],
+                                 build_peak_anon_gb=res["build_peak_anon_gb"],
+                                 search_ms_per_query=ms, recall=recall,
+                                 index_mb=res["index_mb"]))
                 print(f"N={n:>9,} {kind:6s} train_mb {rule:>5s} ({n_train:>9,} rows)  build "
-                      f"{build:8.1f} s (+{build_gb:5.2f} GB anon)  search "
-                      f"{1e3 * search / n_queries:7.3f} ms/query  recall@{k} {recall:.3f}  "
-                      f"index {index_bytes(db) / 2 ** 20:8.1f} MB", flush=True)
-                del db
+                      f"{res['build_s']:8.1f} s (+{res['build_peak_anon_gb']:5.2f} GB anon)  "
+                      f"search {ms:7.3f} ms/query  recall@{k} {recall:.3f}  "
+                      f"index {res['index_mb']:8.1f} MB", flush=True)
     return rows
 
 
@@ -123,7 +160,14 @@ def main() -> None:
     ap.add_argument("--train-mb", default="256,none",
                     help="IVF training-sample budgets (MiB) to compare, comma-separated; "
                          "'none': the uncapped sample (the rule before the budget)")
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:   # the child process of _child
+        x_path, q_path, kind, mb, k, seed = args.child
+        print(json.dumps(build_and_search(Path(x_path), Path(q_path), kind,
+                                          None if mb == "None" else float(mb), int(k),
+                                          int(seed))))
+        return
     mbs = [None if v.strip().lower() == "none" else float(v) for v in args.train_mb.split(",")]
     run([int(s) for s in args.sizes.split(",")], args.dim, args.queries, args.k,
         args.kinds.split(","), mbs)

@@ -103,16 +103,21 @@ class _Peak:
     on a thread (torch, FAISS and NumPy release the GIL in their kernels)."""
 
     def __init__(self) -> None:
-        self.peak = 0
+        self.peak, self._lock, self._fresh = 0, threading.Lock(), True
         threading.Thread(target=self._poll, daemon=True).start()
 
     def _poll(self) -> None:
         while True:
-            self.peak = max(self.peak, _status(os.getpid()).get("RssAnon", 0))
+            seen = _status(os.getpid()).get("RssAnon", 0)
+            with self._lock:   # (a reading taken before a reset belongs to the period before)
+                if self._fresh:
+                    self.peak = max(self.peak, seen)
+                self._fresh = True
             time.sleep(0.05)
 
     def reset(self) -> None:
-        self.peak = _status(os.getpid()).get("RssAnon", 0)
+        with self._lock:
+            self.peak, self._fresh = _status(os.getpid()).get("RssAnon", 0), False
 
     def gb(self) -> float:
         return max(self.peak, _status(os.getpid()).get("RssAnon", 0)) / 2 ** 20

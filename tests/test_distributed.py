@@ -120,7 +120,17 @@ def test_first_step_on_two_processes_equals_one_process(tmp_path):
     assert len(cells) == 2
     for cell in cells:
         _same_weights(out / "fold0" / cell, tmp_path / "one" / "fold0" / cell, 1e-5)
+        # the logged throughput counts every rank's utterances, as one process counts them
+        assert _utterances(out / "fold0" / cell) == \
+            _utterances(tmp_path / "one" / "fold0" / cell) != []
     assert reports[1]["writes"] == []
+
+
+def _utterances(cell: Path) -> list[int]:
+    """Training utterances per logged epoch: throughput × seconds."""
+    rows = [json.loads(line) for line in (cell / "metrics.jsonl").read_text().splitlines()]
+    return [round(r["train_utt_per_s"] * r["train_seconds"]) for r in rows
+            if "train_utt_per_s" in r]
 
 
 @pytest.mark.slow

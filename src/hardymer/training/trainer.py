@@ -331,11 +331,13 @@ class Trainer:
             for k, v in batch_sums.items():   # a batch of several steps logs their mean
                 sums[k] = sums.get(k, 0.0) + v / max(n_steps, 1)
         means = self.dist.mean_of({k: v / max(n_batches, 1) for k, v in sums.items()})
+        seconds = time.perf_counter() - t0
+        n_utts = sum(self.dist.gather_objects(n_utts))   # every rank's share: the global rate
         row = {"epoch": epoch, "stage": stage.name,
                **{f"train_{k}": v for k, v in means.items()},
                "lr": optimizer.param_groups[0]["lr"],
-               "train_seconds": time.perf_counter() - t0,
-               "train_utt_per_s": n_utts / max(time.perf_counter() - t0, 1e-9)}
+               "train_seconds": seconds,
+               "train_utt_per_s": n_utts / max(seconds, 1e-9)}
         if stage.select:
             t_eval = time.perf_counter()
             splits = ["val", "test"] if cfg.protocol == "paper" else ["val"]
