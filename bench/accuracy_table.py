@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hardymer.models.hardymer import ABLATIONS
+from hardymer.runs.sweep import split_scope
 
 # name -> (method, overrides)
 VARIANTS = {
@@ -55,16 +56,8 @@ DEPTH = {"momke": ["model.depth=2"], "hardymer": ["model.depth=2"], "zero-fill":
 
 def scoped(sets: list[str], method: str) -> list[str]:
     """The ``--set`` overrides for one method: ``key=value`` for every method,
-    ``METHOD:key=value`` for that method only (as in ``hardymer sweep``)."""
-    out = []
-    for s in sets:
-        scope, sep, rest = s.partition(":")
-        if sep and "=" not in scope:
-            if scope == method:
-                out.append(rest)
-        else:
-            out.append(s)
-    return out
+    ``METHOD:key=value`` for that method only (parsed as ``hardymer sweep`` parses them)."""
+    return [override for name, override in map(split_scope, sets) if name in ("", method)]
 
 
 def run(preset: str, dims: tuple[int, ...], seeds: list[int], variants: list[str], fold: int,

@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,6 +28,7 @@ import faiss
 import numpy as np
 
 from hardymer.retrieval.index import FeatureDatabase, default_nlist, ivf_train_size
+from memory import Peak, json_child  # the sibling module
 
 
 def mixture(path: Path, n: int, d: int, seed: int = 0, chunk: int = 65_536) -> np.memmap:
@@ -51,44 +48,13 @@ def index_bytes(db: FeatureDatabase) -> int:
     return sum(len(faiss.serialize_index(i)) for i in db.indexes.values())
 
 
-def _anon_kb() -> int:
-    with open(f"/proc/{os.getpid()}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
-
-
-class _Peak:
-    """Peak anonymous RSS (GB) since the last ``reset``, polled every 0.05 s on a thread
-    (FAISS and NumPy release the GIL in their kernels)."""
-
-    def __init__(self) -> None:
-        self.peak, self._lock, self._fresh = 0, threading.Lock(), True
-        threading.Thread(target=self._poll, daemon=True).start()
-
-    def _poll(self) -> None:
-        while True:
-            seen = _anon_kb()
-            with self._lock:   # (a reading taken before a reset belongs to the period before)
-                if self._fresh:
-                    self.peak = max(self.peak, seen)
-                self._fresh = True
-            time.sleep(0.05)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.peak, self._fresh = _anon_kb(), False
-
-    def gb(self) -> float:
-        return max(self.peak, _anon_kb()) / 2 ** 20
-
-
 def build_and_search(x_path: Path, q_path: Path, kind: str, train_mb: float | None, k: int,
                      seed: int) -> dict:
     """One index built over the mapped vectors and searched with the queries: build and search
     seconds, the build's peak anonymous RSS above the process's before it (GB), index MB;
     the result ids are written beside the queries."""
     x, q = np.load(x_path, mmap_mode="r"), np.load(q_path)
-    peak = _Peak()
-    time.sleep(0.2)
+    peak = Peak()
     peak.reset()
     base = peak.gb()
     t0 = time.perf_counter()
@@ -104,12 +70,9 @@ def build_and_search(x_path: Path, q_path: Path, kind: str, train_mb: float | No
 
 def _child(x_path: Path, q_path: Path, kind: str, train_mb: float | None, k: int, seed: int):
     """:func:`build_and_search` in a fresh process: one build's memory does not carry over to
-    the next one's figure (FAISS and the allocator keep freed memory for reuse)."""
-    proc = subprocess.run([sys.executable, __file__, "--child", str(x_path), str(q_path), kind,
-                           str(train_mb), str(k), str(seed)], stdout=subprocess.PIPE, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"the {kind} build failed (exit {proc.returncode}; see above)")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    the next one's figure."""
+    out = json_child(__file__, ["--child", str(x_path), str(q_path), kind, str(train_mb), str(k),
+                                str(seed)], f"the {kind} build")
     return out, np.load(q_path.with_name(f"ids-{kind}-{train_mb}.npy"))
 
 
@@ -126,14 +89,13 @@ def run(sizes, d, n_queries, k, kinds, train_mbs=(256.0, None), seed=0):
                     + 0.1 * rng.normal(size=(n_queries, d)).astype(np.float32))
             del x
             truth = None
-            runs = [(kind, mb) for kind in ["flat"] + [k_ for k_ in kinds if k_ != "flat"]
-                    for mb in (train_mbs if kind in ("ivf", "ivfpq") else [None])]
-            for kind, mb in runs:
+            runs = [(kind, mb, ivf) for kind in ["flat"] + [k_ for k_ in kinds if k_ != "flat"]
+                    for ivf in [kind in ("ivf", "ivfpq")] for mb in (train_mbs if ivf else [None])]
+            for kind, mb, ivf in runs:
                 res, ids = _child(x_path, q_path, kind, mb, k, seed)
                 if truth is None:
                     truth = ids
                 recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, ids)]))
-                ivf = kind in ("ivf", "ivfpq")
                 n_train = ivf_train_size(n, d, default_nlist(n), kind, mb) if ivf else 0
                 rule = ("none" if mb is None else f"{mb:g}") if ivf else "-"
                 ms = 1e3 * res["search_s"] / n_queries

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from memory import Peak, json_child, status  # the sibling module
 
 DIMS = {"a": 512, "t": 1024, "v": 1024}
 
@@ -68,16 +67,6 @@ def write(folder: Path, n: int, seed: int = 0, chunk: int = 50_000) -> Path:
     return folder
 
 
-def _status(pid: int) -> dict[str, int]:
-    """RssAnon and VmRSS (kB) of a live process from /proc (0 when it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()
-            if line.startswith(("RssAnon", "VmRSS"))}
-
-
 def train(data: Path, out: Path, mmap: bool = True) -> tuple[float, float, float]:
     """Wall seconds, peak RSS and peak anonymous RSS (GB) of one `hardymer train` in a child
     process, polled from /proc every 0.1 s. Pages of a memory-mapped file count in RSS while
@@ -89,38 +78,13 @@ def train(data: Path, out: Path, mmap: bool = True) -> tuple[float, float, float
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rss = anon = 0
     while proc.poll() is None:
-        st = _status(proc.pid)
+        st = status(proc.pid)
         rss, anon = max(rss, st.get("VmRSS", 0)), max(anon, st.get("RssAnon", 0))
         time.sleep(0.1)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(proc.stderr.read()[-2000:])
     return wall, rss / 2 ** 20, anon / 2 ** 20
-
-
-class _Peak:
-    """Peak anonymous RSS (GB) of this process since the last ``reset``, polled every 0.05 s
-    on a thread (torch, FAISS and NumPy release the GIL in their kernels)."""
-
-    def __init__(self) -> None:
-        self.peak, self._lock, self._fresh = 0, threading.Lock(), True
-        threading.Thread(target=self._poll, daemon=True).start()
-
-    def _poll(self) -> None:
-        while True:
-            seen = _status(os.getpid()).get("RssAnon", 0)
-            with self._lock:   # (a reading taken before a reset belongs to the period before)
-                if self._fresh:
-                    self.peak = max(self.peak, seen)
-                self._fresh = True
-            time.sleep(0.05)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.peak, self._fresh = _status(os.getpid()).get("RssAnon", 0), False
-
-    def gb(self) -> float:
-        return max(self.peak, _status(os.getpid()).get("RssAnon", 0)) / 2 ** 20
 
 
 def hardymer_phases(data: Path, out: Path) -> list[tuple[str, float, float]]:
@@ -135,7 +99,7 @@ def hardymer_phases(data: Path, out: Path) -> list[tuple[str, float, float]]:
     from hardymer.protocol.splits import make_folds
     from hardymer.training.loaders import FoldData
 
-    peak, rows = _Peak(), []
+    peak, rows = Peak(), []
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -178,11 +142,8 @@ def hardymer_phases(data: Path, out: Path) -> list[tuple[str, float, float]]:
 
 def hardymer_child(data: Path, out: Path) -> list[tuple[str, float, float]]:
     """:func:`hardymer_phases` in a fresh process (peaks of one size do not carry over)."""
-    proc = subprocess.run([sys.executable, __file__, "--hardymer-phases", str(data), str(out)],
-                          stdout=subprocess.PIPE, text=True)   # its stderr: live progress
-    if proc.returncode:
-        raise RuntimeError(f"the HARDY-MER child failed (exit {proc.returncode}; see above)")
-    return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+    rows = json_child(__file__, ["--hardymer-phases", str(data), str(out)], "the HARDY-MER child")
+    return [tuple(r) for r in rows]
 
 
 def main() -> None:

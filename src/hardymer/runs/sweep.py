@@ -102,6 +102,15 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, method, list(cls.ablations[ablation].overrides))
 
 
+def split_scope(item: str) -> tuple[str, str]:
+    """``"NAME:key=value"`` -> ``("NAME", "key=value")``: an override for one method or variant
+    only (e.g. ``momke:train.epochs=[5,5]``; a variant's name may hold a colon itself:
+    ``hardymer:mass:model.k=5``); ``"key=value"`` -> ``("", "key=value")``."""
+    head, eq, value = item.partition("=")
+    name, _, key = head.rpartition(":")
+    return name, key + eq + value
+
+
 def load_spec(path: Path | None = None, **cli) -> SweepSpec:
     """A YAML grid file (optional) with command-line values merged over it.
 
@@ -159,14 +168,13 @@ def load_spec(path: Path | None = None, **cli) -> SweepSpec:
     names = [v.name for v in spec.methods]
     if len(set(names)) != len(names):
         raise ValueError(f"methods: names must be unique, got {names}")
-    # "NAME:key=value" applies to one method only (e.g. momke:train.epochs=[5,5]).
     common = []
     for item in spec.set:
-        head, _, value = item.partition("=")
-        name, colon, key = head.rpartition(":")
-        if not colon:
+        name, override = split_scope(item)
+        if not name:
             common.append(item)
             continue
+        key, _, value = override.partition("=")
         # A variant's own name, or a base method's: then every variant of it (so
         # hardymer:model.x=… reaches hardymer:no-finetune too).
         targets = [v for v in spec.methods if v.name == name or v.method == name]
