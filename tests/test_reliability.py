@@ -136,6 +136,17 @@ def test_settings_without_section_or_with_a_typo_stop(tmp_path, data):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_string_option_spelled_true_stays_a_string(tmp_path):
+    # YAML reads "true" as a boolean; HARDY-MER's rec_target takes the string "true"
+    from hardymer.runs.config import load_run_config
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  rec_target: true\n")
+    for kw in ({"overrides": ["model.reference_compat=true", "model.rec_target=true"]},
+               {"overrides": ["model.reference_compat=true"], "config_file": str(cfg)}):
+        run = load_run_config("hardymer", "iemocap", **kw)
+        assert run.model["rec_target"] == "true" and run.model["reference_compat"] is True
+
+
 # --- 4. the fold scheme never changes silently ---------------------------------------------------
 def test_one_blank_session_is_an_error_and_the_scheme_is_stored(tmp_path, data):
     def blank(table):

@@ -182,6 +182,10 @@ def _checked(layer, schema, where: str):
                 hint = _nearest(f"{section}.{key}", sorted(valid))
                 raise ValueError(f"{where}: unknown key {section}.{key}"
                                  + (f"; did you mean {hint}?" if hint else ""))
+            # YAML reads `rec_target=true` as a boolean, which a str field would keep as "True"
+            if (isinstance(layer[section][key], bool)
+                    and OmegaConf.get_type(schema[section], key) is str):
+                layer[section][key] = str(layer[section][key]).lower()
     return layer
 
 
