@@ -1,7 +1,7 @@
 """Where HARDY-MER's gain comes from: MoMKE, fine-tuned features, the curriculum, the reference
 form and its fine-tuning leak, as paired differences with 95 % intervals (issue #14, point 6).
 
-Eight forms, one sweep (``hardymer sweep`` underneath, so it resumes and reports the same way):
+Twelve forms, one sweep (``hardymer sweep`` underneath, so it resumes and reports the same way):
 
 ===================  ==========================================================================
 ``momke``            MoMKE on the raw features
@@ -13,7 +13,14 @@ Eight forms, one sweep (``hardymer sweep`` underneath, so it resumes and reports
 ``paper-leak``       the same with official-split fine-tuning
 ``ref``              the reference code's computation (``--reference-compat``) without the leak
 ``ref-leak``         the reference code's computation, leak included (``hardymer:reference``)
+``ref-onestep``      ``ref`` with one optimizer step per batch (``model.view_steps=batch``)
+``ref-lr1e-4``       ``ref`` at the reference's student learning rate (train_our.py: 1e-4)
+``ref-onestep-mix``  ``ref-onestep`` with MoMKE's cross-expert mixing (``model.mixing=true``)
+``ref-onestep-nol2`` ``ref-onestep`` without the text L2 normalisation (``model.text_l2=false``)
 ===================  ==========================================================================
+
+The last four take the reference form apart (docs/results.md, "What the reference form's score
+is made of"): the per-view steps, the learning rate they meet, the student's fusion.
 
 Over the six incomplete conditions (those containing ``t`` with ``--text-only``), every fold,
 ``--seeds``; the report (``OUT/report``, ``paired.md``) gives every pair's mean difference with
@@ -40,6 +47,14 @@ FORMS = {
     "paper-leak": ("hardymer", ["model.finetune_scope=official-split"]),
     "ref": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold"]),
     "ref-leak": ("hardymer", ["model.reference_compat=true"]),
+    "ref-onestep": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
+                                 "model.view_steps=batch"]),
+    "ref-lr1e-4": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
+                                "train.lr=1e-4"]),
+    "ref-onestep-mix": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
+                                     "model.view_steps=batch", "model.mixing=true"]),
+    "ref-onestep-nol2": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
+                                      "model.view_steps=batch", "model.text_l2=false"]),
 }
 INCOMPLETE = ["a", "t", "v", "at", "av", "tv"]
 
@@ -48,7 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="synth:iemocap4")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--forms", default=",".join(FORMS), help="Comma-separated subset.")
+    ap.add_argument("--forms", default=",".join(list(FORMS)[:8]),
+                    help="Comma-separated subset of the forms above (default: the first eight).")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--folds", default="all")
     ap.add_argument("--conditions", default=",".join(INCOMPLETE))
