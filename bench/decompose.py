@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-FORMS = {
+DECOMPOSITION = {
     "momke": ("momke", []),
     "momke+ft": ("hardymer", ["model.retrieval=false", "model.lambda_rec=0"]),
     "momke+ft-leak": ("hardymer", ["model.retrieval=false", "model.lambda_rec=0",
@@ -47,15 +47,16 @@ FORMS = {
     "paper-leak": ("hardymer", ["model.finetune_scope=official-split"]),
     "ref": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold"]),
     "ref-leak": ("hardymer", ["model.reference_compat=true"]),
-    "ref-onestep": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
-                                 "model.view_steps=batch"]),
-    "ref-lr1e-4": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
-                                "train.lr=1e-4"]),
-    "ref-onestep-mix": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
-                                     "model.view_steps=batch", "model.mixing=true"]),
-    "ref-onestep-nol2": ("hardymer", ["model.reference_compat=true", "model.finetune_scope=fold",
-                                      "model.view_steps=batch", "model.text_l2=false"]),
 }
+_REF = DECOMPOSITION["ref"][1]
+_ONESTEP = [*_REF, "model.view_steps=batch"]
+REFERENCE_PARTS = {
+    "ref-onestep": ("hardymer", _ONESTEP),
+    "ref-lr1e-4": ("hardymer", [*_REF, "train.lr=1e-4"]),
+    "ref-onestep-mix": ("hardymer", [*_ONESTEP, "model.mixing=true"]),
+    "ref-onestep-nol2": ("hardymer", [*_ONESTEP, "model.text_l2=false"]),
+}
+FORMS = {**DECOMPOSITION, **REFERENCE_PARTS}
 INCOMPLETE = ["a", "t", "v", "at", "av", "tv"]
 
 
@@ -63,8 +64,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="synth:iemocap4")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--forms", default=",".join(list(FORMS)[:8]),
-                    help="Comma-separated subset of the forms above (default: the first eight).")
+    ap.add_argument("--forms", default=",".join(DECOMPOSITION),
+                    help="Comma-separated forms from the table above (default: the first eight).")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--folds", default="all")
     ap.add_argument("--conditions", default=",".join(INCOMPLETE))

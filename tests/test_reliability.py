@@ -138,7 +138,6 @@ def test_settings_without_section_or_with_a_typo_stop(tmp_path, data):
 
 def test_a_string_option_spelled_true_stays_a_string(tmp_path):
     # YAML reads "true" as a boolean; HARDY-MER's rec_target takes the string "true"
-    from hardymer.runs.config import load_run_config
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  rec_target: true\n")
     for kw in ({"overrides": ["model.reference_compat=true", "model.rec_target=true"]},

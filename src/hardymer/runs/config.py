@@ -113,6 +113,7 @@ def load_run_config(method: str, family: str = "iemocap", overrides: list[str] |
         except OmegaConfBaseException as err:
             raise ValueError(f"--set: {str(err).splitlines()[0]}") from None
         layers.append(_checked(dotlist, schema, "--set"))
+    layers = [_bools_as_text(layer, schema) for layer in layers]
     n_presets = len(preset_files(method, family))
     try:
         merged = OmegaConf.merge(schema, *layers)
@@ -182,8 +183,15 @@ def _checked(layer, schema, where: str):
                 hint = _nearest(f"{section}.{key}", sorted(valid))
                 raise ValueError(f"{where}: unknown key {section}.{key}"
                                  + (f"; did you mean {hint}?" if hint else ""))
-            # YAML reads `rec_target=true` as a boolean, which a str field would keep as "True"
-            if (isinstance(layer[section][key], bool)
+    return layer
+
+
+def _bools_as_text(layer, schema):
+    """A layer whose booleans on str fields are "true"/"false": YAML reads ``rec_target: true``
+    as a boolean, which the str field would otherwise keep as "True"."""
+    for section in layer:
+        for key in layer[section]:
+            if (isinstance(layer[section][key], bool) and key in schema[section]
                     and OmegaConf.get_type(schema[section], key) is str):
                 layer[section][key] = str(layer[section][key]).lower()
     return layer
