@@ -14,6 +14,9 @@ Usage::
     python bench/baselines_table.py                         # both parts, seeds 0 1 2
     python bench/baselines_table.py --methods mmin gcnet --seeds 0
     python bench/baselines_table.py --skip-speed --runs runs/bt    # resumable; adds s/epoch
+    python bench/baselines_table.py --skip-speed --workers 2 --rows docs/baselines-rows.csv
+                    # two one-thread processes; every finished (method, seed) appends its rows
+                    # to the CSV, and a later run (another session) skips what it holds
     python bench/baselines_table.py --skip-speed --out docs/baselines-table.md
     python bench/baselines_table.py --methods gcnet momke --seeds 0 --skip-speed \
         --data-set persistence=0.0          # control: no emotion persistence in dialogues
@@ -42,7 +45,10 @@ BUDGET = {
     "if-mmin": COMMON + ["train.epochs=[6,8]"],
     "cif-mmin": COMMON + ["train.epochs=[6,8]"],
     "gcnet": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32"],
-    "sdr-gnn": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32"],
+    # rec_heads 32: the reference's head width (2560 / 256 = 10) at these dims' 320 inputs;
+    # the default's largest divisor of 320 below 256 is 160 heads of width 2, 5x the time.
+    "sdr-gnn": COMMON + ["train.epochs=[14]", "model.hidden=64", "model.graph_hidden=32",
+                         "model.rec_heads=32"],
     "mctn": COMMON + ["train.epochs=[14]"],                  # hidden 32: the reference's size
     "mran-like": COMMON + ["train.epochs=[14]", "model.hidden=64"],
     # The diffusion methods sample 20 steps instead of 100 in this budget (both, in training
@@ -85,6 +91,105 @@ def costs(preset: str, dims: tuple[int, ...], methods: list[str], seeds: list[in
                      "s/epoch": round(float(pd.Series(secs).median()), 2) if secs else float("nan"),
                      "params (M)": round(sum(p.numel() for p in method.parameters()) / 1e6, 3)})
     return pd.DataFrame(rows)
+
+
+# Slowest first, so that two workers finish together (one-thread minutes per seed, 2026-12-03).
+COST_ORDER = ["imder", "gsdnet-like", "sdr-gnn", "gcnet", "hardymer", "mmin", "primd",
+              "if-mmin", "momke", "cif-mmin", "cpm-nets", "mctn", "mran-like", "zero-fill"]
+ROW_KEYS = ["method", "seed", "condition"]
+
+
+def _commit() -> str:
+    import subprocess
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def unit_rows(preset: str, dims: tuple[int, ...], name: str, seed: int, fold: int,
+              folder: Path | None, data_overrides: dict | None = None,
+              threads: int | None = None) -> list[dict]:
+    """One method and seed on every condition: a row per condition with test WA / UA (%),
+    the median seconds of a training epoch of the conditioned (last) stage, the parameter
+    count and the code's commit. Runs in a worker process under ``--workers``."""
+    import tempfile
+
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    from hardymer.data.synthetic import generate
+    from hardymer.protocol import all_fixed_conditions
+    from hardymer.runs.config import load_run_config
+    from hardymer.runs.experiment import build_method, run_experiment
+
+    ds = generate(preset, seed=0, dims=dims, **(data_overrides or {}))
+    cfg = load_run_config(name, ds.family, BUDGET[name] + [f"train.seed={seed}"])
+    method = build_method(cfg, ds)
+    last = method.stages([1] * len(method.stage_names))[-1].name
+    params = round(sum(p.numel() for p in method.parameters()) / 1e6, 3)
+    del method
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = folder if folder is not None else Path(tmp) / "run"
+        t0 = time.perf_counter()
+        recs = run_experiment(cfg, ds, all_fixed_conditions(ds.modalities), [fold], run_dir,
+                              progress=False)
+        rows = []
+        for r in recs:
+            secs = [e["train_seconds"] for f in run_dir.glob(f"fold*/{r['condition']}/metrics.jsonl")
+                    for e in map(json.loads, f.read_text().splitlines()) if e["stage"] == last]
+            rows.append({"method": name, "seed": seed, "condition": r["condition"],
+                         "WA": 100 * r["test_WA"], "UA": 100 * r["test_UA"],
+                         "s/epoch": float(pd.Series(secs).median()) if secs else float("nan"),
+                         "params (M)": params, "commit": _commit()})
+    print(f"{name:12s} seed {seed}: {time.perf_counter() - t0:7.1f} s  "
+          + " ".join(f"{r['condition']} {r['WA']:.1f}" for r in rows), flush=True)
+    return rows
+
+
+def accuracy_rows(preset: str, dims: tuple[int, ...], seeds: list[int], methods: list[str],
+                  fold: int, runs: Path | None, rows_file: Path, workers: int,
+                  data_overrides: dict | None = None) -> pd.DataFrame:
+    """Every (method, seed) not yet in ``rows_file``, slowest first, in ``workers`` spawned
+    one-thread processes; each finished unit's rows are appended to the file at once, so an
+    interrupted run (or a later session) loses only the units in progress."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    done = pd.read_csv(rows_file) if rows_file.exists() else pd.DataFrame(columns=ROW_KEYS)
+    have = {(m, int(s)) for (m, s), g in done.groupby(["method", "seed"]) if len(g) >= 7}
+    order = {m: i for i, m in enumerate(COST_ORDER)}
+    todo = sorted(((m, s) for m in methods for s in seeds if (m, s) not in have),
+                  key=lambda u: (order.get(u[0], -1), u[1]))
+    print(json.dumps({"rows": str(rows_file), "done": len(have), "todo": len(todo)}), flush=True)
+
+    def folder(m, s):
+        return None if runs is None else runs / f"{m}-s{s}"
+
+    def append(rows):
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(rows_file, mode="a", header=not rows_file.exists(),
+                                  index=False)
+    if workers <= 1:
+        for m, s in todo:
+            append(unit_rows(preset, dims, m, s, fold, folder(m, s), data_overrides))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(unit_rows, preset, dims, m, s, fold, folder(m, s),
+                                   data_overrides, 1) for m, s in todo]
+            for f in as_completed(futures):
+                append(f.result())
+    df = pd.read_csv(rows_file) if rows_file.exists() else pd.DataFrame(columns=ROW_KEYS)
+    df = df[df.method.isin(methods) & df.seed.isin(seeds)]
+    return df.drop_duplicates(ROW_KEYS, keep="last").rename(columns={"method": "variant"})
+
+
+def row_costs(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """s/epoch (median over the cells of each cell's median epoch) and parameters."""
+    g = df.groupby("variant").agg({"s/epoch": "median", "params (M)": "first"})
+    return (g.reindex([m for m in methods if m in g.index]).round({"s/epoch": 2})
+            .reset_index().rename(columns={"variant": "method"}))
 
 
 def speed(preset: str, methods: list[str]) -> pd.DataFrame:
@@ -152,25 +257,46 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="Markdown file for the tables "
                     "(raw rows go to .csv files beside it).")
     ap.add_argument("--runs", type=Path, default=None, help="Keep run folders here (resumable).")
+    ap.add_argument("--rows", type=Path, default=None, help="CSV of finished cells (one row "
+                    "per method, seed and condition, with s/epoch, parameters and commit): "
+                    "appended as each (method, seed) finishes; those it holds are not rerun.")
+    ap.add_argument("--workers", type=int, default=1, help="Processes of one torch thread "
+                    "each for the accuracy part (needs --rows); 2 on a 2-core machine.")
     args = ap.parse_args()
+    if args.workers > 1 and args.rows is None:
+        ap.error("--workers needs --rows FILE.csv (the parent collects the workers' rows there)")
     from hardymer.reports.tables import to_markdown
     parts = []
     if not args.skip_accuracy:
         dims = tuple(int(x) for x in args.dims.split(","))
         overrides = {k: float(v) for k, v in (x.split("=", 1) for x in args.data_set)}
-        df = accuracy(args.preset, dims, args.seeds, args.methods, args.fold, args.runs,
-                      overrides)
+        if args.rows is not None:
+            df = accuracy_rows(args.preset, dims, args.seeds, args.methods, args.fold,
+                               args.runs, args.rows, args.workers, overrides)
+        else:
+            df = accuracy(args.preset, dims, args.seeds, args.methods, args.fold, args.runs,
+                          overrides)
         changed = f", generator {overrides}" if overrides else ""
         head = (f"Test WA (%) on synthetic {args.preset} (dims {args.dims}{changed}), fold "
                 f"{args.fold}, validation selection, seeds {args.seeds}: mean ± std over "
                 "seeds.\n\n")
+        n_seeds = df.groupby("variant").seed.nunique()
+        if (n_seeds < len(args.seeds)).any():
+            head += ("Not every method has every seed yet: "
+                     + ", ".join(f"{m} {n}" for m, n in n_seeds.items()) + ".\n\n")
         conds = list(dict.fromkeys(df.condition))
         for metric in ("WA", "UA"):
             wide = table(df, conds, METHODS, metric).reset_index().rename(
                 columns={"variant": "method"})
             parts.append((head if metric == "WA" else "Test UA (%), same runs.\n\n")
                          + to_markdown(wide))
-        if args.runs is not None:
+        if args.rows is not None:
+            parts.append("Cost at this budget and these dims: median seconds of one training "
+                         "epoch of the conditioned stage (median over the cells of each cell's "
+                         "median; one torch thread per process; HARDY-MER's teacher and "
+                         "fine-tuning epochs not included) and parameters of the final "
+                         "model.\n\n" + to_markdown(row_costs(df, args.methods)))
+        elif args.runs is not None:
             cost = costs(args.preset, dims, args.methods, args.seeds, args.runs)
             parts.append("Cost at this budget and these dims: median seconds of one training epoch "
                          "of the conditioned stage (all cells of the runs above; HARDY-MER's "
