@@ -11,7 +11,10 @@ against this machine's float32 GEMM peak, old path and new side by side.
 * Paths: ``old`` = ``model.skip_absent=false``, ``train.fused_optimizer=false``,
   ``model.dropout_impl=torch``, the one-key attention shortcut off; ``new`` = today's defaults. The new path skips work, so it counts
   fewer FLOPs per step; ``useful`` divides the new path's FLOPs (the work the result needs)
-  by each path's time, which compares the two on the same work.
+  by each path's time, which compares the two on the same work. ``bf16`` (asked for with
+  ``--paths``) is the new path with the step's forward pass under bfloat16 autocast
+  (``train.precision=bfloat16``); its ratio is still taken against the float32 peak, and the
+  bfloat16 GEMM peak is printed beside it.
 * Data: the ``iemocap4`` preset at full dims (a 512 / t 1024 / v 1024; batches of 16
   dialogues) and the utterance-level set of ``bench_utterance.py`` (batches of 16 one-utterance
   sequences, and of 256 utterances with ``train.batch_utterances``), condition ``at``.
@@ -20,6 +23,7 @@ Usage::
 
     python bench/bench_flops.py                      # about 2 min on 2 cores
     python bench/bench_flops.py --out bench/results/flops.json
+    python bench/bench_flops.py --paths new,bf16 --steps 4   # bfloat16 autocast against float32
 """
 from __future__ import annotations
 
@@ -35,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utterance import OLD, set_one_key_shortcut, utterance_level_data  # noqa: E402
 
 
-def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 5, dtype=None) -> float:
     import torch
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -48,7 +52,9 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
-def step_figures(ds, batch_utterances, old: bool, steps: int) -> dict:
+def step_figures(ds, batch_utterances, path: str, steps: int) -> dict:
+    import contextlib
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -57,6 +63,7 @@ def step_figures(ds, batch_utterances, old: bool, steps: int) -> dict:
     from hardymer.runs.experiment import build_method
     from hardymer.training.loaders import FoldData
 
+    old = path == "old"
     cfg = load_run_config("momke", ds.family, OLD if old else [])   # checkpoints: unused here
     data = FoldData(ds, make_folds(ds)[0], parse_condition("at", ds.modalities), seed=0)
     torch.manual_seed(0)
@@ -68,8 +75,13 @@ def step_figures(ds, batch_utterances, old: bool, steps: int) -> dict:
     batches = list(data.train_loader(1, True, cfg.train.batch_size, None, batch_utterances))
     method.train()
 
+    def precision():   # as Trainer._precision does under train.precision=bfloat16
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if path == "bf16"
+                else contextlib.nullcontext())
+
     def step(batch):
-        loss, _ = method.stage_loss(batch, stage)
+        with precision():
+            loss, _ = method.stage_loss(batch, stage)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -94,8 +106,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--paths", default="old,new", help="Comma-separated, of old, new, bf16.")
     ap.add_argument("--out", type=Path, default=Path("bench/results/flops.json"))
     args = ap.parse_args()
+    paths = args.paths.split(",")
 
     import torch
 
@@ -104,23 +118,29 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peak = gemm_peak(args.threads)
     print(f"float32 GEMM peak (2048^2 mm, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
+    peak_bf16 = None
+    if "bf16" in paths:          # 512^2: without bf16 units a 2048^2 product takes minutes
+        peak_bf16 = gemm_peak(args.threads, n=512, repeats=3, dtype=torch.bfloat16)
+        print(f"bfloat16 GEMM peak (512^2 mm): {peak_bf16 / 1e9:.2f} GFLOP/s; oneDNN bf16 "
+              f"kernels: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
     sets = {"iemocap4, 16 dialogues": (generate("iemocap4", seed=0), None),
             "utterance-level, 16 utterances": (utterance_level_data(), None),
             "utterance-level, 256 utterances": (utterance_level_data(), 256)}
     rows = []
     for name, (ds, budget) in sets.items():
-        fig = {p: step_figures(ds, budget, p == "old", args.steps) for p in ("old", "new")}
-        useful = fig["new"]["flops_per_utt"]
+        fig = {p: step_figures(ds, budget, p, args.steps) for p in paths}
+        useful = min(f["flops_per_utt"] for f in fig.values())
         for p, f in fig.items():
             f.update(data=name, path=p, ratio=f["flop_per_s"] / peak,
                      useful_ratio=useful * f["utt_per_s"] / peak)
             rows.append(f)
-            print(f"{name:32s} {p:3s}  {f['flops_per_utt'] / 1e6:7.1f} MFLOP/utt  "
+            print(f"{name:32s} {p:4s}  {f['flops_per_utt'] / 1e6:7.1f} MFLOP/utt  "
                   f"{f['utt_per_s']:7.0f} utt/s  {f['flop_per_s'] / 1e9:6.1f} GFLOP/s = "
                   f"{f['ratio']:.1%} of peak (useful {f['useful_ratio']:.1%})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "machine": platform.machine(),
-                                    "gemm_peak_flop_per_s": peak, "rows": rows}, indent=2))
+                                    "gemm_peak_flop_per_s": peak,
+                                    "bf16_gemm_peak_flop_per_s": peak_bf16, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
 
 

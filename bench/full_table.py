@@ -16,13 +16,16 @@ such — then scales each measured part to the papers' budgets and to five folds
   final evaluations, writing results): measured once per fold and counted once per fold.
 
 Paths: ``old`` = ``model.skip_absent=false``, ``train.fused_optimizer=false``,
-``train.checkpoint_every=1``, ``model.dropout_impl=torch`` (the defaults before the #18 changes); ``new`` = today's defaults.
+``train.checkpoint_every=1``, ``model.dropout_impl=torch`` (the defaults before the #18 changes); ``new`` = today's defaults;
+``bf16`` = today's defaults with ``train.precision=bfloat16`` (training steps under autocast:
+other numbers, so an option, not the default; ask for it with ``--paths new,bf16``).
 Run it alone on the machine: about 15 min for both paths with ``--epochs 1`` on 2 cores.
 
 Usage::
 
     python bench/full_table.py                          # both paths, 1 epoch per stage
     python bench/full_table.py --paths new --epochs 2 --out bench/results/full_table.json
+    python bench/full_table.py --paths new,bf16         # bfloat16 autocast against float32
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utterance import OLD  # noqa: E402  (the old path's settings, one list for all benches)
 
 N_FOLDS = 5
+PATHS = {"old": OLD, "new": [], "bf16": ["train.precision=bfloat16"]}
 
 
 def stage_epoch_seconds(out: Path) -> dict[str, list[float]]:
@@ -78,7 +82,7 @@ def measure(method: str, path: str, ds, fold, conds, epochs: int) -> dict:
     sets = [f"train.epochs={[epochs] * len(paper.train.epochs)}"]
     if method == "hardymer":
         sets += [f"model.teacher_epochs={[epochs, epochs]}", "model.finetune_epochs=1"]
-    cfg = load_run_config(method, ds.family, sets + (OLD if path == "old" else []))
+    cfg = load_run_config(method, ds.family, sets + PATHS[path])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_experiment(cfg, ds, conds, [0], Path(tmp), progress=False)
@@ -112,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="iemocap4")
     ap.add_argument("--methods", default="momke,hardymer")
-    ap.add_argument("--paths", default="old,new")
+    ap.add_argument("--paths", default="old,new", help=f"Comma-separated, of {', '.join(PATHS)}.")
     ap.add_argument("--epochs", type=int, default=1, help="measured epochs per stage")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench/results/full_table.json"))

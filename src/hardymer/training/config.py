@@ -13,6 +13,7 @@ from ..data.standardize import CHOICES as STANDARDIZE_CHOICES
 from ..metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .tracking import check as check_trackers
 
+PRECISIONS = ("float32", "bfloat16")
 PROTOCOLS = {"val": "val", "paper": "paper", "test-best-epoch": "paper"}
 
 
@@ -60,6 +61,13 @@ class TrainConfig:
                                   # epochs without improvement of the protocol's selection
                                   # metric (val under `val`, test under `paper`); null: off,
                                   # as in the papers' presets
+    # --- ours, for speed, and it does change the numbers ---------------------------------
+    precision: str = "float32"    # "bfloat16": each training step's forward pass (and loss)
+                                  # under torch.autocast, so matrix products run in bfloat16
+                                  # (the CPU's bf16 units; CUDA's tensor cores); weights,
+                                  # optimizer state, gradients' accumulation, evaluation and
+                                  # checkpoints stay float32. Off in every preset (the papers
+                                  # train in float32); docs/experiments.md has its figures
     log: list[str] = field(default_factory=list)  # training curves: [tensorboard] writes
                                   # event files in every trainer folder (training/tracking.py);
                                   # not part of what a run computes, so it can be switched on
@@ -94,6 +102,9 @@ class TrainConfig:
             raise bad("val_fraction", "a fraction in (0, 1)")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise bad("grad_clip", "null (no clipping) or a norm > 0")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"one of {', '.join(PRECISIONS)} (bfloat16: autocast of "
+                      "the training steps)")
         if self.protocol not in PROTOCOLS:
             raise bad("protocol", f"one of {', '.join(PROTOCOLS)}")
         if str(self.standardize).strip().lower() not in STANDARDIZE_CHOICES:

@@ -23,9 +23,11 @@ improvement; the stop is recorded in ``last``, so a restart does not train on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -112,6 +114,14 @@ def evaluate(method: Method, loader, device: torch.device,
     return compute_metrics(method.task, p.labels, p.preds)
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (CUDA, or a CPU whose
+    oneDNN has bf16 kernels); elsewhere autocast to bfloat16 is a slowdown."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @dataclass
 class FitResult:
     selected_epoch: int | None
@@ -148,6 +158,12 @@ class Trainer:
         self.sampler_factory, self.progress = sampler_factory, progress and dist.is_main
         self.on_epoch_end = on_epoch_end
         self.device = dist.device(resolve_device(config.device))
+        if config.precision == "bfloat16" and not bf16_is_native(self.device):
+            warnings.warn(
+                "train.precision=bfloat16 on a CPU without bfloat16 units (no AVX512-BF16 or "
+                "AMX): its matrix products are emulated and run far slower than float32 (12x "
+                "for a training step on this project's CI machine, docs/experiments.md); use "
+                "train.precision=float32 here", RuntimeWarning, stacklevel=2)
 
     @property
     def writes(self) -> bool:
@@ -299,6 +315,13 @@ class Trainer:
             return [w * float(s > 0) for s in shares]
         return [w * s for s in shares]
 
+    def _precision(self):
+        """The context of a training step's forward pass: bfloat16 autocast under
+        ``train.precision=bfloat16``; nothing otherwise. Backward runs outside it."""
+        if self.config.precision == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     # --- one epoch ----------------------------------------------------------------------------
     def _run_epoch(self, method, step, optimizer, data, stage, epoch, metric, state) -> dict:
         """One epoch; ``step`` runs a loss computation (:meth:`Distributed.wrap`)."""
@@ -318,7 +341,8 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)   # once per batch: steps of one batch add up
             n_steps, batch_sums = 0, {}
             for compute in method.stage_steps(batch, stage):
-                loss, parts = step(compute)
+                with self._precision():
+                    loss, parts = step(compute)
                 (loss if scales is None else loss * scales[b]).backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
