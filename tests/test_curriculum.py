@@ -211,3 +211,46 @@ def test_complete_targets_by_hand_and_in_the_loss(tiny, prepared):
              * torch.from_numpy(weight).float()[idx] * batch.utt_mask).sum() / n
     assert float(extra) > 0
     assert rec["complete"] == pytest.approx(rec["paper"] + float(extra), rel=1e-5)
+
+
+@pytest.mark.parametrize("support_labels", ["query", "own"])
+def test_views_carry_the_query_label_or_their_own(support_labels):
+    """The views form: each view shows a neighbour's features under the query's mask, with
+    the query's label (reference, the `views` variant) or, with support_labels=own, with the
+    label of the utterance it shows. Features encode the utterance id in their first column, so
+    each view's label can be checked against the utterance it carries."""
+    from types import SimpleNamespace
+
+    from hardymer.data.dataset import Batch
+    from hardymer.models.hardymer.reference import view_batches
+    from hardymer.retrieval import FeatureDatabase
+    rng = np.random.default_rng(0)
+    n, mods = 12, ("a", "t")
+    feats = {m: np.concatenate([np.arange(n)[:, None] * 10.0, rng.normal(size=(n, 3))], 1)
+             .astype(np.float32) for m in mods}
+    labels = np.arange(n) % 4
+    db = FeatureDatabase.build(feats, ids=np.arange(n))
+    index = torch.tensor([[0, 1, 2], [5, 6, -1]])
+    um = index >= 0
+    x = {m: torch.from_numpy(feats[m][index.clamp(min=0).numpy()]) * um[..., None] for m in mods}
+    present = um[..., None].expand(2, 3, 2).clone()
+    batch_labels = torch.from_numpy(labels[index.clamp(min=0).numpy()]) * um
+    batch = Batch(x=x, available=present & torch.tensor([True, False]), present=present,
+                  utt_mask=um, labels=batch_labels, index=index,
+                  speaker=torch.zeros((2, 3), dtype=torch.long), modalities=mods)
+    cfg = SimpleNamespace(k=3, row_bug=False, support_labels=support_labels)
+    views = view_batches(batch, cfg, db, feats, labels=labels)
+    assert len(views) == 4
+    shown = [(v.x["a"][..., 0] / 10).round().long() for v in views]     # utterance ids shown
+    assert any((s[um] != index[um]).any() for s in shown)              # neighbours, not only x
+    for v, s in zip(views, shown):
+        want = torch.from_numpy(labels)[s] if support_labels == "own" else batch_labels
+        assert torch.equal(v.labels[um], want[um])
+        assert torch.equal(v.available, batch.available)               # the query's mask
+
+
+def test_views_refuse_a_ranking_they_do_not_use():
+    with pytest.raises(ValueError, match="ranking=combined with model.sup_form=views"):
+        create_method("hardymer", {"a": 4}, 2, "classification", sup_form="views")
+    create_method("hardymer", {"a": 4}, 2, "classification", sup_form="views",
+                  ranking="merge-order")

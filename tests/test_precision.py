@@ -72,7 +72,8 @@ def test_hardymer_trains_under_bfloat16_autocast(tiny, prepared, form):
     data = FoldData(ctx.dataset, fold, parse_condition("tv", tiny.modalities), seed=0)
     torch.manual_seed(0)
     m = create_method("hardymer", ctx.dataset.dims, ctx.dataset.n_classes, tiny.task,
-                      **{**cfg.model, "sup_form": form})
+                      **{**cfg.model, "sup_form": form,
+                         **({"ranking": "merge-order"} if form == "views" else {})})
     m.attach(ctx, data, None)
     batch = next(iter(data.train_loader(1, True, batch_size=8)))
     for stage in m.stages([1, 1]):

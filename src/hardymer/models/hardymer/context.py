@@ -241,7 +241,8 @@ class FoldContext:
             else None
         if teacher is not None:
             teacher.to(batch.utt_mask.device)
-        return view_batches(batch, cfg, self.database, self.dataset.features, teacher, plan_h)
+        return view_batches(batch, cfg, self.database, self.dataset.features, teacher, plan_h,
+                            self.dataset.labels)
 
     # --- the reference's per-step pipeline (plan_scope="step") --------------------------------
     @torch.no_grad()

@@ -75,7 +75,8 @@ ABLATIONS = {
     "mass": Ablation(("model.curriculum=mass",)),
     "focus": Ablation(("model.curriculum=focus",)),
     "pace": Ablation(("model.curriculum=pace",)),
-    "views": Ablation(("model.sup_form=views", "model.view_steps=batch")),
+    "views": Ablation(("model.sup_form=views", "model.view_steps=batch",
+                       "model.support_labels=query", "model.ranking=merge-order")),
     "complete": Ablation(("model.curriculum=complete",)),
 }
 
@@ -187,6 +188,11 @@ def check_config(cfg: HardyConfig) -> None:
         raise ValueError(f"model.curriculum={cfg.curriculum} weighs queries by their plan's "
                          "hardness; it cannot be combined with sup_form=views, "
                          "plan_scope=step or hardness_scope=batch (the reference's forms)")
+    if cfg.sup_form == "views" and cfg.ranking != "merge-order":
+        raise ValueError(f"model.ranking={cfg.ranking} with model.sup_form=views: the views "
+                         "are the reference's merge-order lists (a, v, t, then hardness cuts "
+                         "them); set model.ranking=merge-order, or use sup_form=explicit for "
+                         "the combined ranking")
     if not 0.0 <= cfg.pace_eta < 1.0:
         raise ValueError(f"model.pace_eta={cfg.pace_eta}; expected 0 <= eta < 1 (weights "
                          "1 +- eta stay positive)")

@@ -328,10 +328,12 @@ class ReferenceFinetuner(nn.Module):
 
 @torch.no_grad()
 def view_batches(batch: Batch, cfg, database, features: dict, teacher=None,
-                 plan_h: np.ndarray | None = None) -> list[Batch]:
+                 plan_h: np.ndarray | None = None,
+                 labels: np.ndarray | None = None) -> list[Batch]:
     """The k + 1 views of a training batch (``train_our.py``): the same positions, each
     utterance replaced by the complete features of one of its views, under the query's
-    availability and with the query's label.
+    availability and with the query's label (``support_labels="query"``, the reference's), or
+    with the view utterance's own label (``"own"``: ``labels``, indexed like ``features``).
 
     ``h``: the reference teacher's per-batch hardness, else ``plan_h`` (B, S), else 1 (no
     hardness: every view a neighbour). ``features`` are the arrays the database rows index.
@@ -354,5 +356,11 @@ def view_batches(batch: Batch, cfg, database, features: dict, teacher=None,
     for j in range(cfg.k + 1):
         x = {m: torch.from_numpy(np.asarray(features[m][gids[..., j].reshape(-1)])
                                  .reshape(B, S, -1)).to(batch.x[m]) for m in mods}
-        out.append(replace(batch, x=x))
+        view = replace(batch, x=x)
+        if cfg.support_labels == "own":
+            if labels is None:
+                raise ValueError("support_labels='own' needs the views' labels")
+            own = torch.from_numpy(np.asarray(labels)[gids[..., j]]).to(batch.labels)
+            view = replace(view, labels=torch.where(batch.utt_mask, own, batch.labels))
+        out.append(view)
     return out
