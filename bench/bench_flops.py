@@ -53,8 +53,6 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5, dtype=None) -> floa
 
 
 def step_figures(ds, batch_utterances, path: str, steps: int) -> dict:
-    import contextlib
-
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -62,6 +60,7 @@ def step_figures(ds, batch_utterances, path: str, steps: int) -> dict:
     from hardymer.runs.config import load_run_config
     from hardymer.runs.experiment import build_method
     from hardymer.training.loaders import FoldData
+    from hardymer.training.trainer import precision_context
 
     old = path == "old"
     cfg = load_run_config("momke", ds.family, OLD if old else [])   # checkpoints: unused here
@@ -75,12 +74,10 @@ def step_figures(ds, batch_utterances, path: str, steps: int) -> dict:
     batches = list(data.train_loader(1, True, cfg.train.batch_size, None, batch_utterances))
     method.train()
 
-    def precision():   # as Trainer._precision does under train.precision=bfloat16
-        return (torch.autocast("cpu", dtype=torch.bfloat16) if path == "bf16"
-                else contextlib.nullcontext())
+    precision = "bfloat16" if path == "bf16" else "float32"
 
     def step(batch):
-        with precision():
+        with precision_context(precision, torch.device("cpu")):   # as the trainer's step
             loss, _ = method.stage_loss(batch, stage)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -39,7 +39,7 @@ def test_every_method_trains_under_bfloat16_autocast(name, toy):
                              for g in grads), stage.name
 
 
-@pytest.mark.filterwarnings("ignore:train.precision=bfloat16 on a CPU")
+@pytest.mark.filterwarnings("ignore:train.precision=bfloat16 on a device")
 def test_bfloat16_changes_training_only_and_stays_close(toy):
     """Same seed: the bf16 run's training losses differ from float32's (so autocast is on),
     by little; its weights and evaluation are float32."""

@@ -114,6 +114,14 @@ def evaluate(method: Method, loader, device: torch.device,
     return compute_metrics(method.task, p.labels, p.preds)
 
 
+def precision_context(precision: str, device: torch.device):
+    """The context of a training step's forward pass: bfloat16 autocast under
+    ``train.precision=bfloat16``; nothing otherwise. Backward runs outside it."""
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def bf16_is_native(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices in hardware (CUDA, or a CPU whose
     oneDNN has bf16 kernels); elsewhere autocast to bfloat16 is a slowdown."""
@@ -160,10 +168,11 @@ class Trainer:
         self.device = dist.device(resolve_device(config.device))
         if config.precision == "bfloat16" and not bf16_is_native(self.device):
             warnings.warn(
-                "train.precision=bfloat16 on a CPU without bfloat16 units (no AVX512-BF16 or "
-                "AMX): its matrix products are emulated and run far slower than float32 (12x "
-                "for a training step on this project's CI machine, docs/experiments.md); use "
-                "train.precision=float32 here", RuntimeWarning, stacklevel=2)
+                "train.precision=bfloat16 on a device without bfloat16 units (a CPU without "
+                "AVX512-BF16 or AMX, or an older GPU): its matrix products are emulated and run "
+                "far slower than float32 (10x for a training step on this project's CI "
+                "machine, docs/experiments.md); use train.precision=float32 here",
+                RuntimeWarning, stacklevel=2)
 
     @property
     def writes(self) -> bool:
@@ -315,13 +324,6 @@ class Trainer:
             return [w * float(s > 0) for s in shares]
         return [w * s for s in shares]
 
-    def _precision(self):
-        """The context of a training step's forward pass: bfloat16 autocast under
-        ``train.precision=bfloat16``; nothing otherwise. Backward runs outside it."""
-        if self.config.precision == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     # --- one epoch ----------------------------------------------------------------------------
     def _run_epoch(self, method, step, optimizer, data, stage, epoch, metric, state) -> dict:
         """One epoch; ``step`` runs a loss computation (:meth:`Distributed.wrap`)."""
@@ -341,7 +343,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)   # once per batch: steps of one batch add up
             n_steps, batch_sums = 0, {}
             for compute in method.stage_steps(batch, stage):
-                with self._precision():
+                with precision_context(cfg.precision, self.device):
                     loss, parts = step(compute)
                 (loss if scales is None else loss * scales[b]).backward()
                 if cfg.grad_clip:

@@ -352,15 +352,17 @@ def view_batches(batch: Batch, cfg, database, features: dict, teacher=None,
     searched = [m for m, s in zip(mods, seen) if s]
     rows = view_ids(database, query, searched, h, cfg.k, cfg.row_bug)      # (B, S, k+1)
     gids = database.ids[rows]
+    own = None
+    if cfg.support_labels == "own":
+        if labels is None:
+            raise ValueError("support_labels='own' needs the views' labels")
+        own = torch.from_numpy(np.asarray(labels)[gids]).to(batch.labels)    # (B, S, k+1)
     out = []
     for j in range(cfg.k + 1):
         x = {m: torch.from_numpy(np.asarray(features[m][gids[..., j].reshape(-1)])
                                  .reshape(B, S, -1)).to(batch.x[m]) for m in mods}
         view = replace(batch, x=x)
-        if cfg.support_labels == "own":
-            if labels is None:
-                raise ValueError("support_labels='own' needs the views' labels")
-            own = torch.from_numpy(np.asarray(labels)[gids[..., j]]).to(batch.labels)
-            view = replace(view, labels=torch.where(batch.utt_mask, own, batch.labels))
+        if own is not None:
+            view = replace(view, labels=torch.where(batch.utt_mask, own[..., j], batch.labels))
         out.append(view)
     return out
